@@ -1,0 +1,52 @@
+"""Blob stores: where large stage outputs and artifacts live (memory, local disk, S3).
+
+Names are imported on first use (PEP 562), so ``import airflow_workflow_engine.blob`` in a DAG
+file loads neither boto3 nor the stores it does not use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_workflow_engine.blob.errors import BlobStoreError, InvalidBlobKeyError
+    from airflow_workflow_engine.blob.local import LocalBlobStore
+    from airflow_workflow_engine.blob.memory import InMemoryBlobStore
+    from airflow_workflow_engine.blob.s3 import S3BlobStore
+    from airflow_workflow_engine.blob.scoped import ScopedBlobStore, run_prefix, stage_prefix
+
+__all__ = [
+    "BlobStoreError",
+    "InMemoryBlobStore",
+    "InvalidBlobKeyError",
+    "LocalBlobStore",
+    "S3BlobStore",
+    "ScopedBlobStore",
+    "run_prefix",
+    "stage_prefix",
+]
+
+_LAZY: dict[str, str] = {
+    "BlobStoreError": "airflow_workflow_engine.blob.errors",
+    "InvalidBlobKeyError": "airflow_workflow_engine.blob.errors",
+    "InMemoryBlobStore": "airflow_workflow_engine.blob.memory",
+    "LocalBlobStore": "airflow_workflow_engine.blob.local",
+    "S3BlobStore": "airflow_workflow_engine.blob.s3",
+    "ScopedBlobStore": "airflow_workflow_engine.blob.scoped",
+    "run_prefix": "airflow_workflow_engine.blob.scoped",
+    "stage_prefix": "airflow_workflow_engine.blob.scoped",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

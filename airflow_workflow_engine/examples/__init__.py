@@ -1,0 +1,1 @@
+"""Example workflows used by the demo, the example DAGs and the docs."""

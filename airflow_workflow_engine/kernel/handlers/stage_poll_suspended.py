@@ -1,0 +1,197 @@
+"""``stage.pollSuspended``: ask due suspended stages whether their external work is done.
+
+``check_completion`` runs outside any transaction (it talks to a provider); each stage's
+outcome commits in its own short transaction, so one slow or broken stage blocks no other.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from airflow_workflow_engine.definitions.stage import CompletionCheck
+from airflow_workflow_engine.errors import WorkflowEngineError
+from airflow_workflow_engine.kernel.commands import (
+    PollOutcome,
+    StagePollSuspended,
+    StagePollSuspendedResult,
+)
+from airflow_workflow_engine.kernel.ports import JobRequest
+from airflow_workflow_engine.kernel.records import StageRecord
+from airflow_workflow_engine.kernel.stage_io import validate_output
+from airflow_workflow_engine.kernel.status import Status
+
+if TYPE_CHECKING:
+    from airflow_workflow_engine.definitions.context import StageBuffer
+    from airflow_workflow_engine.kernel.kernel import Kernel
+
+logger = logging.getLogger(__name__)
+
+
+def handle(k: Kernel, cmd: StagePollSuspended) -> StagePollSuspendedResult:
+    due = k.persistence.list_due_suspended_stages(
+        k.now(),
+        limit=cmd.max_checks,
+        workflow_run_id=cmd.workflow_run_id,
+        stage_id=cmd.stage_id,
+    )
+    result = StagePollSuspendedResult()
+    for rec in due:
+        outcome = k.run_isolated(
+            f"polling stage {rec.stage_id} of run {rec.workflow_run_id}",
+            partial(poll_one, k, rec),
+        )
+        if outcome is not None:
+            result.outcomes.append(outcome)
+    return result
+
+
+def _outcome(rec: StageRecord, outcome: Any, **fields: Any) -> PollOutcome:
+    return PollOutcome(
+        workflow_run_id=rec.workflow_run_id, stage_id=rec.stage_id, outcome=outcome, **fields
+    )
+
+
+def poll_one(k: Kernel, rec: StageRecord) -> PollOutcome:
+    run = k.require_run(rec.workflow_run_id)
+    if run.status not in (Status.RUNNING, Status.SUSPENDED):
+        return _outcome(rec, "skipped")
+    wf = k.workflow(run.workflow_id)
+    stage = wf.get_stage(rec.stage_id)
+    now = k.now()
+    if rec.max_wait_until is not None and now >= rec.max_wait_until:
+        waited = (now - rec.started_at).total_seconds() if rec.started_at else None
+        message = (
+            f"Stage '{rec.stage_id}' timed out: still not complete after max_wait "
+            f"(waited {waited:.0f}s)."
+            if waited is not None
+            else "timed out"
+        )
+        return _commit(k, rec, "timed_out", error=message)
+    state = rec.suspended_state or {}
+    try:
+        ctx = k.build_context(run, wf, rec.stage_id, attempt=rec.attempt, resume_state=None)
+        raw = k.executor.check_completion(stage, state, ctx)
+        check = raw if isinstance(raw, CompletionCheck) else CompletionCheck.model_validate(raw)
+    except WorkflowEngineError as exc:
+        if exc.retryable:
+            return _reschedule(k, rec, f"check_completion failed: {exc}")
+        return _commit(k, rec, "failed", error=str(exc))
+    except Exception as exc:
+        # A provider hiccup: keep waiting (max_wait still bounds the stage).
+        return _reschedule(k, rec, f"check_completion failed: {type(exc).__name__}: {exc}")
+    if check.error is not None:
+        return _commit(k, rec, "failed", error=check.error, buffer=ctx.buffer)
+    if not check.ready:
+        delay = check.next_check_in if check.next_check_in is not None else rec.poll_interval
+        return _commit(k, rec, "pending", buffer=ctx.buffer, delay=delay)
+    if check.output is None:
+        return _commit(k, rec, "requeued", buffer=ctx.buffer)
+    try:
+        value = validate_output(stage, check.output)
+    except WorkflowEngineError as exc:
+        return _commit(k, rec, "failed", error=str(exc), buffer=ctx.buffer)
+    stored = k.store_output(rec.workflow_run_id, rec.stage_id, value)
+    return _commit(k, rec, "completed", buffer=ctx.buffer, stored=stored)
+
+
+def _reschedule(k: Kernel, rec: StageRecord, error: str) -> PollOutcome:
+    logger.warning("stage %s of run %s: %s", rec.stage_id, rec.workflow_run_id, error)
+    with k.persistence.transaction():
+        fresh = k.persistence.get_stage(rec.workflow_run_id, rec.stage_id)
+        if fresh is None or fresh.status != Status.SUSPENDED:
+            return _outcome(rec, "skipped")
+        next_poll_at = k.now() + timedelta(seconds=rec.poll_interval or 60.0)
+        k.persistence.update_stage(
+            rec.workflow_run_id, rec.stage_id, next_poll_at=next_poll_at, updated_at=k.now()
+        )
+    return _outcome(rec, "error", error=error, next_poll_at=next_poll_at)
+
+
+def _commit(
+    k: Kernel,
+    rec: StageRecord,
+    outcome: str,
+    *,
+    error: str | None = None,
+    buffer: StageBuffer | None = None,
+    delay: float | None = None,
+    stored: dict[str, Any] | None = None,
+) -> PollOutcome:
+    run_id, sid = rec.workflow_run_id, rec.stage_id
+    now = k.now()
+    with k.persistence.transaction():
+        run = k.require_run(run_id, for_update=True)
+        fresh = k.persistence.get_stage(run_id, sid)
+        if run.status not in (Status.RUNNING, Status.SUSPENDED) or (
+            fresh is None or fresh.status != Status.SUSPENDED
+        ):
+            return _outcome(rec, "skipped")  # cancelled meanwhile: the answer is a ghost
+        if buffer is not None:
+            k.persist_buffer(run_id, sid, buffer, rec.attempt)
+        if outcome == "pending":
+            next_poll_at = now + timedelta(seconds=delay or 60.0)
+            k.persistence.update_stage(run_id, sid, next_poll_at=next_poll_at, updated_at=now)
+            return _outcome(rec, "pending", next_poll_at=next_poll_at)
+        if outcome in ("failed", "timed_out"):
+            k.persistence.update_stage(
+                run_id,
+                sid,
+                status=Status.FAILED,
+                error_message=error,
+                next_poll_at=None,
+                completed_at=now,
+                updated_at=now,
+            )
+            k.emit(
+                run_id,
+                "stage:failed",
+                {"stage_id": sid, "attempt": rec.attempt, "error": error, "will_retry": False},
+            )
+            return _outcome(rec, outcome, error=error)
+        if run.status == Status.SUSPENDED:
+            k.set_run_status(run, Status.RUNNING)
+            k.emit(run_id, "workflow:resumed", {"stage_id": sid})
+        k.emit(run_id, "stage:resumed", {"stage_id": sid, "attempt": rec.attempt})
+        if outcome == "requeued":
+            # Ready without output: execute runs again with ctx.resume_state set.
+            k.persistence.update_stage(
+                run_id,
+                sid,
+                status=Status.PENDING,
+                resume_state=rec.suspended_state,
+                next_poll_at=None,
+                updated_at=now,
+            )
+            k.job_transport.enqueue(
+                JobRequest(
+                    workflow_run_id=run_id,
+                    workflow_id=run.workflow_id,
+                    stage_id=sid,
+                    priority=run.priority,
+                )
+            )
+            return _outcome(rec, "requeued")
+        duration = (now - rec.started_at).total_seconds() if rec.started_at else None
+        k.persistence.update_stage(
+            run_id,
+            sid,
+            status=Status.COMPLETED,
+            next_poll_at=None,
+            completed_at=now,
+            updated_at=now,
+            metrics={**rec.metrics, "duration_seconds": duration},
+            **(stored or {}),
+        )
+        k.emit(
+            run_id,
+            "stage:completed",
+            {
+                "stage_id": sid,
+                "attempt": rec.attempt,
+                "output_ref": (stored or {}).get("output_ref"),
+            },
+        )
+        return _outcome(rec, "completed")

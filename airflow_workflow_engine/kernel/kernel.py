@@ -1,0 +1,378 @@
+"""The command kernel: ``create_kernel(...)`` and ``kernel.dispatch(command)``.
+
+The kernel decides; hosts (the in-process test driver, Airflow's operators and triggers)
+decide when and where. It holds no lock and no transaction while user code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from airflow_workflow_engine.blob.scoped import ScopedBlobStore, stage_prefix
+from airflow_workflow_engine.definitions.context import ProgressUpdate, StageBuffer, StageContext
+from airflow_workflow_engine.definitions.workflow import Workflow
+from airflow_workflow_engine.errors import RunNotFoundError, WorkflowNotFoundError
+from airflow_workflow_engine.kernel import commands as c
+from airflow_workflow_engine.kernel.annotations import AnnotationsApi
+from airflow_workflow_engine.kernel.executor import LocalExecutor
+from airflow_workflow_engine.kernel.ports import (
+    ActivityExecutor,
+    BlobStore,
+    Clock,
+    EventSink,
+    JobRequest,
+    JobTransport,
+    Persistence,
+    Scheduler,
+    WorkflowRegistry,
+)
+from airflow_workflow_engine.kernel.records import (
+    AnnotationRecord,
+    LogRecord,
+    OutboxEvent,
+    RunRecord,
+    StageRecord,
+)
+from airflow_workflow_engine.kernel.stage_io import build_workflow_context, resolve_stage_input
+from airflow_workflow_engine.kernel.status import Status, check_run_transition
+
+__all__ = ["Kernel", "KernelSettings", "SystemClock", "create_kernel"]
+
+logger = logging.getLogger("airflow_workflow_engine.kernel")
+
+T = TypeVar("T")
+
+
+class SystemClock:
+    """Wall-clock time in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class KernelSettings:
+    #: Stage outputs whose JSON is larger than this go to the blob store.
+    output_blob_threshold: int = 256 * 1024
+    #: An in-progress idempotency key older than this may be taken over.
+    idempotency_ttl_seconds: float = 600.0
+    #: Attempts per stage when the command does not say (the job transport's, if it has one).
+    default_max_attempts: int = 3
+
+
+class Kernel:
+    """Dispatches commands against the ports it was created with."""
+
+    def __init__(
+        self,
+        *,
+        persistence: Persistence,
+        blob_store: BlobStore,
+        job_transport: JobTransport,
+        event_sink: EventSink,
+        scheduler: Scheduler,
+        clock: Clock,
+        registry: WorkflowRegistry,
+        executor: ActivityExecutor | None = None,
+        settings: KernelSettings | None = None,
+        ai_factory: Callable[[StageContext[Any, Any]], Any] | None = None,
+        on_progress: Callable[[str, str, ProgressUpdate], None] | None = None,
+    ) -> None:
+        self.persistence = persistence
+        self.blob_store = blob_store
+        self.job_transport = job_transport
+        self.event_sink = event_sink
+        self.scheduler = scheduler
+        self.clock = clock
+        self.registry = registry
+        self.executor: ActivityExecutor = executor or LocalExecutor()
+        self.settings = settings or KernelSettings()
+        self.ai_factory = ai_factory
+        self.on_progress = on_progress
+        self.annotations = AnnotationsApi(self)
+        persistence.attach_blob_store(blob_store)
+        from airflow_workflow_engine.kernel.handlers import HANDLERS
+
+        self._handlers = HANDLERS
+
+    # -- dispatch --------------------------------------------------------------------------
+    def dispatch(self, command: c.Command | BaseModel | dict[str, Any]) -> Any:
+        """Runs one command and returns its typed result.
+
+        Commands with an ``idempotency_key`` replay the first result; the same key while the
+        first is still executing raises ``IdempotencyInProgressError``; a command that raises
+        releases its key.
+        """
+        cmd = c.parse_command(command)
+        handler, result_type = self._handlers[cmd.type]
+        key = getattr(cmd, "idempotency_key", None)
+        if key is None:
+            return handler(self, cmd)
+        now = self.now()
+        ttl = timedelta(seconds=self.settings.idempotency_ttl_seconds)
+        cached = self.persistence.acquire_idempotency(key, cmd.type, now=now, expires_at=now + ttl)
+        if cached is not None:
+            result = result_type.model_validate(cached.result)
+            if "replayed" in result_type.model_fields:
+                result = result.model_copy(update={"replayed": True})
+            return result
+        try:
+            result = handler(self, cmd)
+        except BaseException:
+            self.persistence.release_idempotency(key, cmd.type)
+            raise
+        self.persistence.complete_idempotency(key, cmd.type, result.model_dump(mode="json"))
+        return result
+
+    # -- helpers for handlers --------------------------------------------------------------
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        wf = self.registry.get_workflow(workflow_id)
+        if wf is None:
+            raise WorkflowNotFoundError(workflow_id)
+        return wf
+
+    def require_run(self, workflow_run_id: str, *, for_update: bool = False) -> RunRecord:
+        run = self.persistence.get_run(workflow_run_id, for_update=for_update)
+        if run is None:
+            raise RunNotFoundError(workflow_run_id)
+        return run
+
+    def emit(
+        self, workflow_run_id: str, type: str, payload: dict[str, Any] | None = None
+    ) -> OutboxEvent:
+        return self.persistence.append_event(
+            workflow_run_id, type, payload or {}, occurred_at=self.now()
+        )
+
+    def set_run_status(self, run: RunRecord, target: Status, **changes: Any) -> RunRecord:
+        check_run_transition(run.status, target, f"(run {run.id})")
+        return self.persistence.update_run(run.id, status=target, updated_at=self.now(), **changes)
+
+    def start_group(self, run: RunRecord, workflow: Workflow, number: int) -> list[str]:
+        """Creates the group's stage rows (idempotently) and enqueues one job per stage."""
+        now = self.now()
+        order = {sid: i for i, sid in enumerate(workflow.stage_ids())}
+        requests = []
+        for st in workflow.group(number):
+            if self.persistence.get_stage(run.id, st.id) is not None:
+                continue
+            self.persistence.insert_stage(
+                StageRecord(
+                    id=self.new_id(),
+                    workflow_run_id=run.id,
+                    stage_id=st.id,
+                    stage_name=st.name,
+                    stage_number=order[st.id],
+                    execution_group=number,
+                    config=run.config.get(st.id, {}),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            requests.append(
+                JobRequest(
+                    workflow_run_id=run.id,
+                    workflow_id=run.workflow_id,
+                    stage_id=st.id,
+                    priority=run.priority,
+                )
+            )
+        return self.job_transport.enqueue_parallel(requests) if requests else []
+
+    def cancel_open_stages(self, run_id: str, reason: str) -> list[StageRecord]:
+        """Marks every non-terminal stage of a run CANCELLED (cascade of a cancel or failure)."""
+        now = self.now()
+        cancelled = []
+        for rec in self.persistence.list_stages(run_id, resolve_outputs=False):
+            if not rec.status.is_terminal:
+                cancelled.append(rec)
+                self.persistence.update_stage(
+                    run_id,
+                    rec.stage_id,
+                    status=Status.CANCELLED,
+                    next_poll_at=None,
+                    error_message=reason,
+                    updated_at=now,
+                    completed_at=now,
+                )
+        return cancelled
+
+    def fail_run(self, run: RunRecord, error: str) -> RunRecord:
+        """FAILED with the stage's error; open stages are cancelled. Call inside a transaction."""
+        self.cancel_open_stages(run.id, f"run failed: {error}")
+        run = self.set_run_status(run, Status.FAILED, error_message=error, completed_at=self.now())
+        self.emit(run.id, "workflow:failed", {"error": error})
+        return run
+
+    # -- stage data ------------------------------------------------------------------------
+    def store_output(self, run_id: str, stage_id: str, value: Any) -> dict[str, Any]:
+        """Row fields for an output: inline, or in the blob store when it is large.
+
+        Call outside transactions: the blob write is I/O.
+        """
+        data = json.dumps(value, separators=(",", ":")).encode()
+        if len(data) <= self.settings.output_blob_threshold:
+            return {"output": value, "output_ref": None}
+        key = stage_prefix(run_id, stage_id) + "output.json"
+        self.blob_store.put(key, data, "application/json")
+        return {"output": None, "output_ref": key}
+
+    def build_context(
+        self,
+        run: RunRecord,
+        workflow: Workflow,
+        stage_id: str,
+        *,
+        attempt: int,
+        resume_state: dict[str, Any] | None,
+    ) -> StageContext[Any, Any]:
+        """Input, config and earlier outputs of a stage, validated. Raises the engine's
+        validation errors (never retried)."""
+        st = workflow.get_stage(stage_id)
+        records = self.persistence.list_stages(run.id)
+        context = build_workflow_context(workflow, records, workflow.group_of(stage_id))
+        stage_input = resolve_stage_input(workflow, run, st, context)
+        config = workflow.stage_config(stage_id, run.config)
+        on_progress = self.on_progress
+
+        def report(update: ProgressUpdate) -> None:
+            if on_progress is not None:
+                on_progress(run.id, stage_id, update)
+
+        return StageContext(
+            workflow_run_id=run.id,
+            workflow_id=run.workflow_id,
+            stage_id=stage_id,
+            input=stage_input,
+            config=config,
+            workflow_context=context,
+            attempt=attempt,
+            resume_state=resume_state,
+            blobs=ScopedBlobStore(self.blob_store, stage_prefix(run.id, stage_id)),
+            now=self.now,
+            on_progress=report,
+            ai_factory=self.ai_factory,
+        )
+
+    def persist_buffer(
+        self, run_id: str, stage_id: str, buffer: StageBuffer, attempt: int | None
+    ) -> None:
+        """Annotations, logs and progress of one attempt. Call inside the outcome transaction."""
+        now = self.now()
+        for pending in buffer.annotations:
+            self.persistence.insert_annotation(
+                AnnotationRecord(
+                    id=self.new_id(),
+                    workflow_run_id=run_id,
+                    stage_id=stage_id,
+                    key=pending.key,
+                    value=pending.value,
+                    actor=pending.actor,
+                    attempt=attempt,
+                    created_at=now,
+                )
+            )
+            self.emit(
+                run_id,
+                "annotation:created",
+                {"stage_id": stage_id, "key": pending.key, "attempt": attempt},
+            )
+        if buffer.logs:
+            self.persistence.insert_logs(
+                [
+                    LogRecord(
+                        id=self.new_id(),
+                        workflow_run_id=run_id,
+                        stage_id=stage_id,
+                        level=entry.level,
+                        message=entry.message,
+                        fields=entry.fields,
+                        attempt=attempt,
+                        created_at=entry.at,
+                    )
+                    for entry in buffer.logs
+                ]
+            )
+            for entry in buffer.logs:
+                self.emit(
+                    run_id,
+                    "log",
+                    {"stage_id": stage_id, "level": entry.level, "message": entry.message},
+                )
+        for update in buffer.progress:
+            self.emit(
+                run_id,
+                "stage:progress",
+                {"stage_id": stage_id, "progress": update.fraction, "message": update.message},
+            )
+        if buffer.progress:
+            last = buffer.progress[-1]
+            self.persistence.update_stage(
+                run_id, stage_id, progress=last.fraction, progress_message=last.message
+            )
+
+    def run_isolated(self, what: str, fn: Callable[[], T]) -> T | None:
+        """Runs one unit of a batch command so that one bad run never blocks the others."""
+        try:
+            return fn()
+        except Exception:
+            logger.exception("%s failed; continuing with the others", what)
+            return None
+
+
+def create_kernel(
+    *,
+    persistence: Persistence,
+    blob_store: BlobStore,
+    job_transport: JobTransport,
+    event_sink: EventSink,
+    scheduler: Scheduler,
+    clock: Clock | None = None,
+    registry: WorkflowRegistry,
+    executor: ActivityExecutor | None = None,
+    settings: KernelSettings | None = None,
+    ai_factory: Callable[[StageContext[Any, Any]], Any] | None = None,
+    on_progress: Callable[[str, str, ProgressUpdate], None] | None = None,
+) -> Kernel:
+    """Builds a kernel from its ports. ``clock`` defaults to the system clock."""
+    return Kernel(
+        persistence=persistence,
+        blob_store=blob_store,
+        job_transport=job_transport,
+        event_sink=event_sink,
+        scheduler=scheduler,
+        clock=clock or SystemClock(),
+        registry=registry,
+        executor=executor,
+        settings=settings,
+        ai_factory=ai_factory,
+        on_progress=on_progress,
+    )
+
+
+class DictRegistry:
+    """A registry over a fixed set of workflows."""
+
+    def __init__(self, workflows: Sequence[Workflow] = ()) -> None:
+        self._workflows = {wf.id: wf for wf in workflows}
+
+    def register(self, workflow: Workflow) -> None:
+        self._workflows[workflow.id] = workflow
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        return self._workflows.get(workflow_id)

@@ -1,0 +1,147 @@
+"""Rows the kernel keeps through the Persistence port (in memory or in SQL tables)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_workflow_engine.definitions.annotations import Actor
+from airflow_workflow_engine.kernel.status import Status
+
+__all__ = [
+    "AnnotationRecord",
+    "IdempotencyRecord",
+    "Job",
+    "LogRecord",
+    "OutboxEvent",
+    "RunRecord",
+    "StageRecord",
+]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunRecord(_Record):
+    id: str
+    workflow_id: str
+    workflow_name: str
+    status: Status = Status.PENDING
+    input: Any = None
+    output: Any = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    priority: int = 5
+    total_cost: float = 0.0
+    total_tokens: int = 0
+    error_message: str | None = None
+    idempotency_key: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    #: Last outbox sequence written for this run (sequences are gap-free per run).
+    event_sequence: int = 0
+    #: Attempts started per stage id; survives reruns, so attempt numbers keep counting.
+    stage_attempts: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return (self.completed_at - self.started_at).total_seconds()
+
+
+class StageRecord(_Record):
+    id: str
+    workflow_run_id: str
+    stage_id: str
+    stage_name: str
+    stage_number: int
+    execution_group: int
+    status: Status = Status.PENDING
+    attempt: int = 0
+    output: Any = None
+    #: Blob key when the output was too large to keep in the row.
+    output_ref: str | None = None
+    config: dict[str, Any] | None = None
+    suspended_state: dict[str, Any] | None = None
+    resume_state: dict[str, Any] | None = None
+    poll_interval: float | None = None
+    next_poll_at: datetime | None = None
+    max_wait_until: datetime | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    progress: float | None = None
+    progress_message: str | None = None
+    error_message: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class LogRecord(_Record):
+    id: str
+    workflow_run_id: str
+    stage_id: str | None
+    level: str
+    message: str
+    fields: dict[str, Any] = Field(default_factory=dict)
+    attempt: int | None = None
+    created_at: datetime
+
+
+class OutboxEvent(_Record):
+    id: str
+    workflow_run_id: str
+    sequence: int
+    type: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    causation_id: str | None = None
+    occurred_at: datetime
+    published_at: datetime | None = None
+    retry_count: int = 0
+    dlq_at: datetime | None = None
+    last_error: str | None = None
+
+
+class AnnotationRecord(_Record):
+    id: str
+    workflow_run_id: str
+    stage_id: str | None
+    key: str
+    value: Any
+    actor: Actor
+    attempt: int | None = None
+    idempotency_key: str | None = None
+    created_at: datetime
+
+
+class IdempotencyRecord(_Record):
+    key: str
+    command_type: str
+    state: Literal["in_progress", "completed"]
+    result: Any = None
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+JobStatus = Literal["queued", "running", "completed", "suspended", "failed", "cancelled"]
+
+
+class Job(_Record):
+    job_id: str
+    workflow_run_id: str
+    workflow_id: str
+    stage_id: str
+    attempt: int = 1
+    max_attempts: int = 3
+    priority: int = 5
+    payload: dict[str, Any] = Field(default_factory=dict)
+    status: JobStatus = "queued"
+    available_at: datetime | None = None
+    worker_id: str | None = None
+    locked_at: datetime | None = None
+    last_error: str | None = None

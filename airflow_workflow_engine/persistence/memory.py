@@ -1,0 +1,343 @@
+"""Persistence in process memory: for tests, the demo and benchmarks.
+
+Transactions are real: a lock serializes them and an undo log rolls back every write made
+inside a ``transaction()`` block that raises, so "nothing half-written" holds here too.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+from airflow_workflow_engine.errors import IdempotencyInProgressError, RunNotFoundError
+from airflow_workflow_engine.kernel.ports import BlobStore
+from airflow_workflow_engine.kernel.records import (
+    AnnotationRecord,
+    IdempotencyRecord,
+    LogRecord,
+    OutboxEvent,
+    RunRecord,
+    StageRecord,
+)
+from airflow_workflow_engine.kernel.status import Status
+
+__all__ = ["InMemoryPersistence"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_MISSING = object()
+
+
+class InMemoryPersistence:
+    def __init__(self, blob_store: BlobStore | None = None) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._undo: list[Callable[[], None]] = []
+        self._blob_store = blob_store
+        self.runs: dict[str, RunRecord] = {}
+        self.stages: dict[tuple[str, str], StageRecord] = {}
+        self.logs: dict[str, LogRecord] = {}
+        self.events: dict[str, OutboxEvent] = {}
+        self.annotations: dict[str, AnnotationRecord] = {}
+        self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
+
+    # -- transactions ----------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            outermost = self._depth == 0
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                if outermost:
+                    for undo in reversed(self._undo):
+                        undo()
+                    self._undo.clear()
+                raise
+            else:
+                if outermost:
+                    self._undo.clear()
+            finally:
+                self._depth -= 1
+
+    def _set(self, table: dict[K, V], key: K, value: V) -> None:
+        old: Any = table.get(key, _MISSING)
+        table[key] = value
+        if self._depth:
+            self._undo.append(lambda: self._restore(table, key, old))
+
+    def _del(self, table: dict[K, V], key: K) -> None:
+        old: Any = table.pop(key, _MISSING)
+        if self._depth and old is not _MISSING:
+            self._undo.append(lambda: self._restore(table, key, old))
+
+    @staticmethod
+    def _restore(table: dict[Any, Any], key: Any, old: Any) -> None:
+        if old is _MISSING:
+            table.pop(key, None)
+        else:
+            table[key] = old
+
+    def attach_blob_store(self, blob_store: BlobStore) -> None:
+        if self._blob_store is None:
+            self._blob_store = blob_store
+
+    # -- runs ------------------------------------------------------------------------------
+    def insert_run(self, run: RunRecord) -> None:
+        with self.transaction():
+            if run.id in self.runs:
+                raise ValueError(f"run {run.id} exists")
+            self._set(self.runs, run.id, run)
+
+    def get_run(self, workflow_run_id: str, *, for_update: bool = False) -> RunRecord | None:
+        with self._lock:
+            return self.runs.get(workflow_run_id)
+
+    def update_run(self, workflow_run_id: str, **changes: Any) -> RunRecord:
+        with self.transaction():
+            run = self.runs.get(workflow_run_id)
+            if run is None:
+                raise RunNotFoundError(workflow_run_id)
+            new = run.model_copy(update=changes)
+            self._set(self.runs, workflow_run_id, new)
+            return new
+
+    def list_runs(
+        self,
+        *,
+        status: Status | None = None,
+        workflow_id: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        with self._lock:
+            rows = [
+                r
+                for r in self.runs.values()
+                if (status is None or r.status == status)
+                and (workflow_id is None or r.workflow_id == workflow_id)
+            ]
+        rows.sort(key=lambda r: (-r.priority, r.created_at, r.id))
+        return rows[:limit]
+
+    # -- stages ----------------------------------------------------------------------------
+    def insert_stage(self, stage: StageRecord) -> None:
+        with self.transaction():
+            key = (stage.workflow_run_id, stage.stage_id)
+            if key in self.stages:
+                raise ValueError(f"stage {key} exists")
+            self._set(self.stages, key, stage)
+
+    def get_stage(self, workflow_run_id: str, stage_id: str) -> StageRecord | None:
+        with self._lock:
+            return self.stages.get((workflow_run_id, stage_id))
+
+    def list_stages(
+        self, workflow_run_id: str, *, resolve_outputs: bool = True
+    ) -> list[StageRecord]:
+        with self._lock:
+            rows = [s for (rid, _), s in self.stages.items() if rid == workflow_run_id]
+        rows.sort(key=lambda s: (s.stage_number, s.stage_id))
+        if resolve_outputs:
+            rows = [self._resolve(s) for s in rows]
+        return rows
+
+    def _resolve(self, stage: StageRecord) -> StageRecord:
+        if stage.output_ref is None or self._blob_store is None:
+            return stage
+        output = json.loads(self._blob_store.get(stage.output_ref))
+        return stage.model_copy(update={"output": output})
+
+    def update_stage(self, workflow_run_id: str, stage_id: str, **changes: Any) -> StageRecord:
+        with self.transaction():
+            key = (workflow_run_id, stage_id)
+            stage = self.stages.get(key)
+            if stage is None:
+                raise KeyError(f"stage {stage_id} of run {workflow_run_id} does not exist")
+            new = stage.model_copy(update=changes)
+            self._set(self.stages, key, new)
+            return new
+
+    def delete_stages(self, workflow_run_id: str, stage_ids: Sequence[str]) -> int:
+        with self.transaction():
+            count = 0
+            for sid in stage_ids:
+                if (workflow_run_id, sid) in self.stages:
+                    self._del(self.stages, (workflow_run_id, sid))
+                    count += 1
+            return count
+
+    def list_due_suspended_stages(
+        self,
+        now: datetime,
+        *,
+        limit: int = 10,
+        workflow_run_id: str | None = None,
+        stage_id: str | None = None,
+    ) -> list[StageRecord]:
+        with self._lock:
+            rows = [
+                s
+                for s in self.stages.values()
+                if s.status == Status.SUSPENDED
+                and (s.next_poll_at is None or s.next_poll_at <= now)
+                and (workflow_run_id is None or s.workflow_run_id == workflow_run_id)
+                and (stage_id is None or s.stage_id == stage_id)
+            ]
+        rows.sort(key=lambda s: (s.next_poll_at or now, s.workflow_run_id, s.stage_id))
+        return rows[:limit]
+
+    def earliest_suspended_poll_at(self) -> datetime | None:
+        with self._lock:
+            times = [
+                s.next_poll_at
+                for s in self.stages.values()
+                if s.status == Status.SUSPENDED and s.next_poll_at is not None
+            ]
+        return min(times, default=None)
+
+    # -- logs ------------------------------------------------------------------------------
+    def insert_logs(self, logs: Sequence[LogRecord]) -> None:
+        with self.transaction():
+            for log in logs:
+                self._set(self.logs, log.id, log)
+
+    def list_logs(self, workflow_run_id: str, stage_id: str | None = None) -> list[LogRecord]:
+        with self._lock:
+            return [
+                log
+                for log in self.logs.values()
+                if log.workflow_run_id == workflow_run_id
+                and (stage_id is None or log.stage_id == stage_id)
+            ]
+
+    # -- outbox ----------------------------------------------------------------------------
+    def append_event(
+        self,
+        workflow_run_id: str,
+        type: str,
+        payload: dict[str, Any],
+        *,
+        occurred_at: datetime,
+        causation_id: str | None = None,
+    ) -> OutboxEvent:
+        with self.transaction():
+            run = self.update_run(
+                workflow_run_id,
+                event_sequence=self.runs[workflow_run_id].event_sequence + 1
+                if workflow_run_id in self.runs
+                else 1,
+            )
+            event = OutboxEvent(
+                id=uuid.uuid4().hex,
+                workflow_run_id=workflow_run_id,
+                sequence=run.event_sequence,
+                type=type,
+                payload=payload,
+                causation_id=causation_id,
+                occurred_at=occurred_at,
+            )
+            self._set(self.events, event.id, event)
+            return event
+
+    def list_events(self, workflow_run_id: str) -> list[OutboxEvent]:
+        with self._lock:
+            rows = [e for e in self.events.values() if e.workflow_run_id == workflow_run_id]
+        return sorted(rows, key=lambda e: e.sequence)
+
+    def list_unpublished_events(self, limit: int = 100) -> list[OutboxEvent]:
+        with self._lock:
+            rows = [e for e in self.events.values() if e.published_at is None and e.dlq_at is None]
+        rows.sort(key=lambda e: (e.occurred_at, e.workflow_run_id, e.sequence))
+        return rows[:limit]
+
+    def _update_event(self, event_id: str, **changes: Any) -> None:
+        with self.transaction():
+            self._set(self.events, event_id, self.events[event_id].model_copy(update=changes))
+
+    def mark_event_published(self, event_id: str, at: datetime) -> None:
+        self._update_event(event_id, published_at=at)
+
+    def record_event_failure(
+        self, event_id: str, error: str, retry_count: int, dlq_at: datetime | None
+    ) -> None:
+        self._update_event(event_id, last_error=error, retry_count=retry_count, dlq_at=dlq_at)
+
+    def list_dlq_events(self, limit: int = 100) -> list[OutboxEvent]:
+        with self._lock:
+            rows = [e for e in self.events.values() if e.dlq_at is not None]
+        rows.sort(key=lambda e: (e.workflow_run_id, e.sequence))
+        return rows[:limit]
+
+    def requeue_dlq_events(self, event_ids: Sequence[str]) -> int:
+        with self.transaction():
+            for eid in event_ids:
+                self._update_event(eid, dlq_at=None, retry_count=0)
+            return len(event_ids)
+
+    # -- idempotency -----------------------------------------------------------------------
+    def acquire_idempotency(
+        self, key: str, command_type: str, *, now: datetime, expires_at: datetime
+    ) -> IdempotencyRecord | None:
+        with self._lock:
+            existing = self.idempotency.get((key, command_type))
+            if existing is not None:
+                if existing.state == "completed":
+                    return existing
+                if existing.expires_at is None or existing.expires_at > now:
+                    raise IdempotencyInProgressError(key, command_type)
+            self.idempotency[(key, command_type)] = IdempotencyRecord(
+                key=key,
+                command_type=command_type,
+                state="in_progress",
+                created_at=now,
+                expires_at=expires_at,
+            )
+            return None
+
+    def complete_idempotency(self, key: str, command_type: str, result: Any) -> None:
+        with self._lock:
+            rec = self.idempotency[(key, command_type)]
+            self.idempotency[(key, command_type)] = rec.model_copy(
+                update={"state": "completed", "result": result, "expires_at": None}
+            )
+
+    def release_idempotency(self, key: str, command_type: str) -> None:
+        with self._lock:
+            self.idempotency.pop((key, command_type), None)
+
+    # -- annotations -----------------------------------------------------------------------
+    def insert_annotation(self, annotation: AnnotationRecord) -> bool:
+        with self.transaction():
+            if annotation.idempotency_key is not None:
+                for a in self.annotations.values():
+                    if (
+                        a.workflow_run_id == annotation.workflow_run_id
+                        and a.key == annotation.key
+                        and a.idempotency_key == annotation.idempotency_key
+                    ):
+                        return False
+            self._set(self.annotations, annotation.id, annotation)
+            return True
+
+    def list_annotations(
+        self,
+        workflow_run_id: str,
+        *,
+        key_prefix: str | None = None,
+        actor_id: str | None = None,
+    ) -> list[AnnotationRecord]:
+        with self._lock:
+            return [
+                a
+                for a in self.annotations.values()
+                if a.workflow_run_id == workflow_run_id
+                and (key_prefix is None or a.key.startswith(key_prefix))
+                and (actor_id is None or a.actor.id == actor_id)
+            ]
