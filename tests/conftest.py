@@ -11,6 +11,8 @@ from airflow_workflow_engine.testing.kit import TestKit, create_test_kernel
 from tests.backends import BACKENDS
 from tests.workflows import ALL_WORKFLOWS
 
+pytest_plugins = ["tests.fake_llm_fixtures", "tests.moto_fixtures"]
+
 
 @pytest.fixture(params=sorted(BACKENDS))
 def persistence(request: pytest.FixtureRequest) -> Iterator[Any]:
