@@ -41,11 +41,16 @@ class InMemoryPersistence:
         self._undo: list[Callable[[], None]] = []
         self._blob_store = blob_store
         self.runs: dict[str, RunRecord] = {}
-        self.stages: dict[tuple[str, str], StageRecord] = {}
-        self.logs: dict[str, LogRecord] = {}
+        self.stages: dict[str, dict[str, StageRecord]] = {}
+        self.logs: dict[str, dict[str, LogRecord]] = {}
         self.events: dict[str, OutboxEvent] = {}
-        self.annotations: dict[str, AnnotationRecord] = {}
+        self.annotations: dict[str, dict[str, AnnotationRecord]] = {}
         self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
+        # Indexes, kept by the same undo-logged writes, so scans stay per run.
+        self._runs_by_status: dict[Status, dict[str, None]] = {st: {} for st in Status}
+        self._suspended: dict[tuple[str, str], None] = {}
+        self._events_by_run: dict[str, dict[str, None]] = {}
+        self._unpublished: dict[str, None] = {}
 
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
@@ -94,7 +99,15 @@ class InMemoryPersistence:
         with self.transaction():
             if run.id in self.runs:
                 raise ValueError(f"run {run.id} exists")
-            self._set(self.runs, run.id, run)
+            self._put_run(run)
+
+    def _put_run(self, run: RunRecord) -> None:
+        old = self.runs.get(run.id)
+        if old is not None and old.status != run.status:
+            self._del(self._runs_by_status[old.status], run.id)
+        if old is None or old.status != run.status:
+            self._set(self._runs_by_status[run.status], run.id, None)
+        self._set(self.runs, run.id, run)
 
     def get_run(self, workflow_run_id: str, *, for_update: bool = False) -> RunRecord | None:
         with self._lock:
@@ -106,7 +119,7 @@ class InMemoryPersistence:
             if run is None:
                 raise RunNotFoundError(workflow_run_id)
             new = run.model_copy(update=changes)
-            self._set(self.runs, workflow_run_id, new)
+            self._put_run(new)
             return new
 
     def list_runs(
@@ -117,11 +130,11 @@ class InMemoryPersistence:
         limit: int = 100,
     ) -> list[RunRecord]:
         with self._lock:
+            ids = self._runs_by_status[status] if status is not None else self.runs
             rows = [
-                r
-                for r in self.runs.values()
-                if (status is None or r.status == status)
-                and (workflow_id is None or r.workflow_id == workflow_id)
+                self.runs[rid]
+                for rid in ids
+                if workflow_id is None or self.runs[rid].workflow_id == workflow_id
             ]
         rows.sort(key=lambda r: (-r.priority, r.created_at, r.id))
         return rows[:limit]
@@ -129,20 +142,27 @@ class InMemoryPersistence:
     # -- stages ----------------------------------------------------------------------------
     def insert_stage(self, stage: StageRecord) -> None:
         with self.transaction():
-            key = (stage.workflow_run_id, stage.stage_id)
-            if key in self.stages:
-                raise ValueError(f"stage {key} exists")
-            self._set(self.stages, key, stage)
+            if stage.stage_id in self.stages.get(stage.workflow_run_id, {}):
+                raise ValueError(f"stage {stage.stage_id} of run {stage.workflow_run_id} exists")
+            self._put_stage(stage)
+
+    def _put_stage(self, stage: StageRecord) -> None:
+        key = (stage.workflow_run_id, stage.stage_id)
+        if stage.status == Status.SUSPENDED:
+            self._set(self._suspended, key, None)
+        else:
+            self._del(self._suspended, key)
+        self._set(self.stages.setdefault(stage.workflow_run_id, {}), stage.stage_id, stage)
 
     def get_stage(self, workflow_run_id: str, stage_id: str) -> StageRecord | None:
         with self._lock:
-            return self.stages.get((workflow_run_id, stage_id))
+            return self.stages.get(workflow_run_id, {}).get(stage_id)
 
     def list_stages(
         self, workflow_run_id: str, *, resolve_outputs: bool = True
     ) -> list[StageRecord]:
         with self._lock:
-            rows = [s for (rid, _), s in self.stages.items() if rid == workflow_run_id]
+            rows = list(self.stages.get(workflow_run_id, {}).values())
         rows.sort(key=lambda s: (s.stage_number, s.stage_id))
         if resolve_outputs:
             rows = [self._resolve(s) for s in rows]
@@ -156,20 +176,21 @@ class InMemoryPersistence:
 
     def update_stage(self, workflow_run_id: str, stage_id: str, **changes: Any) -> StageRecord:
         with self.transaction():
-            key = (workflow_run_id, stage_id)
-            stage = self.stages.get(key)
+            stage = self.stages.get(workflow_run_id, {}).get(stage_id)
             if stage is None:
                 raise KeyError(f"stage {stage_id} of run {workflow_run_id} does not exist")
             new = stage.model_copy(update=changes)
-            self._set(self.stages, key, new)
+            self._put_stage(new)
             return new
 
     def delete_stages(self, workflow_run_id: str, stage_ids: Sequence[str]) -> int:
         with self.transaction():
             count = 0
+            table = self.stages.get(workflow_run_id, {})
             for sid in stage_ids:
-                if (workflow_run_id, sid) in self.stages:
-                    self._del(self.stages, (workflow_run_id, sid))
+                if sid in table:
+                    self._del(table, sid)
+                    self._del(self._suspended, (workflow_run_id, sid))
                     count += 1
             return count
 
@@ -182,11 +203,11 @@ class InMemoryPersistence:
         stage_id: str | None = None,
     ) -> list[StageRecord]:
         with self._lock:
+            suspended = [self.stages[rid][sid] for rid, sid in self._suspended]
             rows = [
                 s
-                for s in self.stages.values()
-                if s.status == Status.SUSPENDED
-                and (s.next_poll_at is None or s.next_poll_at <= now)
+                for s in suspended
+                if (s.next_poll_at is None or s.next_poll_at <= now)
                 and (workflow_run_id is None or s.workflow_run_id == workflow_run_id)
                 and (stage_id is None or s.stage_id == stage_id)
             ]
@@ -196,9 +217,9 @@ class InMemoryPersistence:
     def earliest_suspended_poll_at(self) -> datetime | None:
         with self._lock:
             times = [
-                s.next_poll_at
-                for s in self.stages.values()
-                if s.status == Status.SUSPENDED and s.next_poll_at is not None
+                t
+                for rid, sid in self._suspended
+                if (t := self.stages[rid][sid].next_poll_at) is not None
             ]
         return min(times, default=None)
 
@@ -206,15 +227,14 @@ class InMemoryPersistence:
     def insert_logs(self, logs: Sequence[LogRecord]) -> None:
         with self.transaction():
             for log in logs:
-                self._set(self.logs, log.id, log)
+                self._set(self.logs.setdefault(log.workflow_run_id, {}), log.id, log)
 
     def list_logs(self, workflow_run_id: str, stage_id: str | None = None) -> list[LogRecord]:
         with self._lock:
             return [
                 log
-                for log in self.logs.values()
-                if log.workflow_run_id == workflow_run_id
-                and (stage_id is None or log.stage_id == stage_id)
+                for log in self.logs.get(workflow_run_id, {}).values()
+                if stage_id is None or log.stage_id == stage_id
             ]
 
     # -- outbox ----------------------------------------------------------------------------
@@ -244,11 +264,13 @@ class InMemoryPersistence:
                 occurred_at=occurred_at,
             )
             self._set(self.events, event.id, event)
+            self._set(self._events_by_run.setdefault(workflow_run_id, {}), event.id, None)
+            self._set(self._unpublished, event.id, None)
             return event
 
     def list_events(self, workflow_run_id: str) -> list[OutboxEvent]:
         with self._lock:
-            rows = [e for e in self.events.values() if e.workflow_run_id == workflow_run_id]
+            rows = [self.events[eid] for eid in self._events_by_run.get(workflow_run_id, {})]
         return sorted(rows, key=lambda e: e.sequence)
 
     def list_unpublished_events(self, limit: int = 100) -> list[OutboxEvent]:
@@ -259,7 +281,10 @@ class InMemoryPersistence:
 
     def _update_event(self, event_id: str, **changes: Any) -> None:
         with self.transaction():
-            self._set(self.events, event_id, self.events[event_id].model_copy(update=changes))
+            event = self.events[event_id].model_copy(update=changes)
+            self._set(self.events, event_id, event)
+            if event.published_at is not None:
+                self._del(self._unpublished, event_id)
 
     def mark_event_published(self, event_id: str, at: datetime) -> None:
         self._update_event(event_id, published_at=at)
@@ -315,15 +340,12 @@ class InMemoryPersistence:
     # -- annotations -----------------------------------------------------------------------
     def insert_annotation(self, annotation: AnnotationRecord) -> bool:
         with self.transaction():
+            table = self.annotations.setdefault(annotation.workflow_run_id, {})
             if annotation.idempotency_key is not None:
-                for a in self.annotations.values():
-                    if (
-                        a.workflow_run_id == annotation.workflow_run_id
-                        and a.key == annotation.key
-                        and a.idempotency_key == annotation.idempotency_key
-                    ):
+                for a in table.values():
+                    if a.key == annotation.key and a.idempotency_key == annotation.idempotency_key:
                         return False
-            self._set(self.annotations, annotation.id, annotation)
+            self._set(table, annotation.id, annotation)
             return True
 
     def list_annotations(
@@ -336,8 +358,7 @@ class InMemoryPersistence:
         with self._lock:
             return [
                 a
-                for a in self.annotations.values()
-                if a.workflow_run_id == workflow_run_id
-                and (key_prefix is None or a.key.startswith(key_prefix))
+                for a in self.annotations.get(workflow_run_id, {}).values()
+                if (key_prefix is None or a.key.startswith(key_prefix))
                 and (actor_id is None or a.actor.id == actor_id)
             ]

@@ -22,6 +22,7 @@ class InMemoryJobTransport:
         self.clock = clock
         self.max_attempts = max_attempts
         self.jobs: dict[str, Job] = {}
+        self._queued: dict[str, None] = {}  # ids of jobs with status "queued"
         self._lock = threading.Lock()
 
     def _now(self) -> datetime:
@@ -45,15 +46,20 @@ class InMemoryJobTransport:
                     available_at=req.available_at,
                 )
                 self.jobs[job.job_id] = job
+                self._queued[job.job_id] = None
                 ids.append(job.job_id)
         return ids
 
+    def _put(self, job: Job) -> None:
+        self.jobs[job.job_id] = job
+        if job.status == "queued":
+            self._queued[job.job_id] = None
+        else:
+            self._queued.pop(job.job_id, None)
+
     def _due(self, now: datetime) -> list[Job]:
-        return [
-            j
-            for j in self.jobs.values()
-            if j.status == "queued" and (j.available_at is None or j.available_at <= now)
-        ]
+        queued = [self.jobs[jid] for jid in self._queued]
+        return [j for j in queued if j.available_at is None or j.available_at <= now]
 
     def dequeue(self, worker_id: str | None = None) -> Job | None:
         now = self._now()
@@ -65,12 +71,12 @@ class InMemoryJobTransport:
             leased = job.model_copy(
                 update={"status": "running", "worker_id": worker_id, "locked_at": now}
             )
-            self.jobs[job.job_id] = leased
+            self._put(leased)
             return leased
 
     def _update(self, job_id: str, **changes: Any) -> None:
         with self._lock:
-            self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
+            self._put(self.jobs[job_id].model_copy(update=changes))
 
     def complete(self, job_id: str) -> None:
         self._update(job_id, status="completed")
@@ -82,18 +88,20 @@ class InMemoryJobTransport:
         with self._lock:
             job = self.jobs[job_id]
             if retry_at is not None and job.attempt < job.max_attempts:
-                self.jobs[job_id] = job.model_copy(
-                    update={
-                        "status": "queued",
-                        "attempt": job.attempt + 1,
-                        "available_at": retry_at,
-                        "worker_id": None,
-                        "locked_at": None,
-                        "last_error": error,
-                    }
+                self._put(
+                    job.model_copy(
+                        update={
+                            "status": "queued",
+                            "attempt": job.attempt + 1,
+                            "available_at": retry_at,
+                            "worker_id": None,
+                            "locked_at": None,
+                            "last_error": error,
+                        }
+                    )
                 )
             else:
-                self.jobs[job_id] = job.model_copy(update={"status": "failed", "last_error": error})
+                self._put(job.model_copy(update={"status": "failed", "last_error": error}))
 
     def cancel_run(self, workflow_run_id: str) -> int:
         with self._lock:
@@ -104,7 +112,7 @@ class InMemoryJobTransport:
                 and j.status in ("queued", "running", "suspended")
             ]
             for j in open_jobs:
-                self.jobs[j.job_id] = j.model_copy(update={"status": "cancelled"})
+                self._put(j.model_copy(update={"status": "cancelled"}))
             return len(open_jobs)
 
     def release_stale(self, older_than: datetime) -> int:
@@ -115,15 +123,15 @@ class InMemoryJobTransport:
                 if j.status == "running" and j.locked_at is not None and j.locked_at < older_than
             ]
             for j in stale:
-                self.jobs[j.job_id] = j.model_copy(
-                    update={"status": "queued", "worker_id": None, "locked_at": None}
+                self._put(
+                    j.model_copy(update={"status": "queued", "worker_id": None, "locked_at": None})
                 )
             return len(stale)
 
     def next_available_at(self) -> datetime | None:
         """When the earliest queued job becomes due (``None`` if nothing is queued)."""
         with self._lock:
-            queued = [j for j in self.jobs.values() if j.status == "queued"]
+            queued = [self.jobs[jid] for jid in self._queued]
         if not queued:
             return None
         return min((j.available_at or self._now()) for j in queued)
