@@ -10,5 +10,18 @@ echo "==> ruff check";          ruff check .
 echo "==> ruff format --check"; ruff format --check .
 echo "==> mypy --strict";       mypy --strict airflow_workflow_engine
 echo "==> mkdocs build --strict"; NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$ROOT/.tmp/site"
+# PostgreSQL server binaries for the tests' throwaway cluster (Debian's packages; its own
+# cluster is never created or started: the tests start one on 127.0.0.1 and stop it).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null; then
+  echo "==> installing PostgreSQL (apt-get install postgresql)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q postgresql-common
+  grep -q '^create_main_cluster = false' /etc/postgresql-common/createcluster.conf \
+    || echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
+  apt-get install -y -q --no-install-recommends postgresql
+fi
+
 echo "==> pytest"
 pytest "$@"

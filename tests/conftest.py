@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from airflow_workflow_engine.testing.kit import TestKit, create_test_kernel
-from tests.backends import BACKENDS
+from tests.backends import BACKENDS, backend_params
 from tests.workflows import ALL_WORKFLOWS
 
-pytest_plugins = ["tests.fake_llm_fixtures", "tests.moto_fixtures"]
+pytest_plugins = ["tests.fake_llm_fixtures", "tests.moto_fixtures", "tests.postgres_fixtures"]
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=backend_params())
 def persistence(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh, empty Persistence of each backend (memory, SQLite, PostgreSQL)."""
     with BACKENDS[request.param](request) as store:

@@ -1,0 +1,647 @@
+"""The Persistence port over SQL (PostgreSQL in production, SQLite embedded), SQLAlchemy Core.
+
+Behaves like :class:`~airflow_workflow_engine.persistence.memory.InMemoryPersistence`: the same
+ordering, return values and errors. Transactions:
+
+* ``with store.transaction():`` opens one connection and transaction for the calling thread;
+  store calls made by that thread inside the block use it, nested blocks join it, and it
+  commits (or rolls back) when the outermost block ends.
+* A call outside any block runs in a short transaction of its own.
+* Idempotency keys are claimed, completed and released in their own committed transaction
+  on a separate connection, even inside a block (the claim must be visible to other
+  dispatchers at once). SQLite has a single writer, so there, inside a block, they use a
+  savepoint of the block's connection instead (waiting for a second connection would wait
+  on ourselves); they then commit with the block.
+
+Driver errors never escape: they become ``DatabaseUnavailableError``,
+``MigrationsNotAppliedError`` or :class:`~.errors.DatabaseOperationError`, after the
+transaction was rolled back.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    Table,
+    delete,
+    exc,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from airflow_workflow_engine.definitions.annotations import Actor
+from airflow_workflow_engine.errors import (
+    IdempotencyInProgressError,
+    MigrationsNotAppliedError,
+    RunNotFoundError,
+    WorkflowEngineError,
+)
+from airflow_workflow_engine.kernel.ports import BlobStore
+from airflow_workflow_engine.kernel.records import (
+    AnnotationRecord,
+    IdempotencyRecord,
+    LogRecord,
+    OutboxEvent,
+    RunRecord,
+    StageRecord,
+)
+from airflow_workflow_engine.kernel.status import Status
+from airflow_workflow_engine.persistence.sql.engine import (
+    BEGIN_MODE_OPTION,
+    EngineSource,
+    describe_url,
+    make_engine,
+)
+from airflow_workflow_engine.persistence.sql.errors import MIGRATE_HINT, translate_error
+from airflow_workflow_engine.persistence.sql.tables import (
+    UTCDateTime,
+    annotations_table,
+    idempotency_keys,
+    outbox_events,
+    workflow_logs,
+    workflow_runs,
+    workflow_stages,
+)
+
+if TYPE_CHECKING:
+    from airflow_workflow_engine.kernel.ports import Persistence
+
+__all__ = ["SqlPersistence"]
+
+_DB_ERRORS = (exc.DBAPIError, exc.TimeoutError)
+_IN_PROGRESS = "in_progress"
+_COMPLETED = "completed"
+#: How often acquire_idempotency retries when a key is released while it looks at it.
+_ACQUIRE_ATTEMPTS = 5
+
+
+def _columns(table: Table) -> list[Any]:
+    """The columns that are record fields (not the ``pk`` that keeps insertion order)."""
+    return [c for c in table.c if c.name != "pk"]
+
+
+def _db(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def _values(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _db(v) for k, v in record.items()}
+
+
+class SqlPersistence:
+    """Runs, stages, logs, outbox, idempotency keys and annotations in ``wfe_`` tables.
+
+    ``url_or_engine`` is a SQLAlchemy URL (``sqlite:////path/engine.db``,
+    ``postgresql://user:pw@host/db``; ``postgres://`` and ``postgresql://`` use psycopg 3)
+    or an ``Engine``. ``create_tables=True`` applies the migrations on construction; otherwise
+    run :func:`~airflow_workflow_engine.persistence.sql.migrate.migrate` (or
+    ``airflow db migrate``) first.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: EngineSource,
+        *,
+        blob_store: BlobStore | None = None,
+        create_tables: bool = False,
+    ) -> None:
+        self._engine = make_engine(url_or_engine)
+        self._owns_engine = not isinstance(url_or_engine, Engine)
+        self._dialect = self._engine.dialect.name
+        self._blob_store = blob_store
+        self._local = threading.local()
+        if create_tables:
+            from airflow_workflow_engine.persistence.sql.migrate import migrate
+
+            migrate(self._engine)
+
+    def __repr__(self) -> str:
+        return f"SqlPersistence({describe_url(self._engine.url)})"
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        """Closes the connection pool (when the store created the engine)."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __enter__(self) -> SqlPersistence:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def check_schema(self) -> None:
+        """Raises ``MigrationsNotAppliedError`` unless the tables are at the newest revision."""
+        from airflow_workflow_engine.persistence.sql.migrate import (
+            HEAD_REVISION,
+            current_revision,
+        )
+
+        current = current_revision(self._engine)
+        if current != HEAD_REVISION:
+            state = "missing" if current is None else f"at revision {current}"
+            raise MigrationsNotAppliedError(
+                f"The workflow engine's tables in the {describe_url(self._engine.url)} are "
+                f"{state}, expected revision {HEAD_REVISION}. {MIGRATE_HINT}"
+            )
+
+    # -- transactions ----------------------------------------------------------------------
+    def _current(self) -> Connection | None:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        return conn
+
+    def _translate(self, err: BaseException, *, connecting: bool = False) -> WorkflowEngineError:
+        return translate_error(err, self._engine.url, connecting=connecting)
+
+    @contextmanager
+    def _own_transaction(self, *, write: bool) -> Iterator[Connection]:
+        try:
+            conn = self._engine.connect()
+        except _DB_ERRORS as err:
+            raise self._translate(err, connecting=True) from err
+        try:
+            with conn:
+                if self._dialect == "sqlite":
+                    mode = "IMMEDIATE" if write else "DEFERRED"
+                    conn.execution_options(**{BEGIN_MODE_OPTION: mode})
+                with conn.begin():
+                    yield conn
+        except _DB_ERRORS as err:
+            raise self._translate(err) from err
+
+    @contextmanager
+    def _tx(self, *, write: bool = True) -> Iterator[Connection]:
+        """The thread's open transaction, or a short one of its own."""
+        outer = self._current()
+        if outer is None:
+            with self._own_transaction(write=write) as conn:
+                yield conn
+            return
+        try:
+            yield outer
+        except _DB_ERRORS as err:
+            raise self._translate(err) from err
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._current() is not None:
+            yield
+            return
+        with self._own_transaction(write=True) as conn:
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
+
+    def attach_blob_store(self, blob_store: BlobStore) -> None:
+        if self._blob_store is None:
+            self._blob_store = blob_store
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _text_order(self, column: ColumnElement[str]) -> ColumnElement[str]:
+        """Orders strings by code point, like Python (PostgreSQL would use the locale)."""
+        return column.collate("C") if self._dialect == "postgresql" else column
+
+    def _insert_if_absent(self, conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+        """Inserts a row unless it violates a unique constraint; ``True`` if inserted.
+
+        ``ON CONFLICT DO NOTHING`` instead of catching the violation keeps an enclosing
+        PostgreSQL transaction usable.
+        """
+        if self._dialect == "postgresql":
+            # RETURNING, not rowcount: SQLAlchemy may add its own RETURNING, hiding rowcount.
+            pg_stmt = (
+                postgresql.insert(table)
+                .values(values)
+                .on_conflict_do_nothing()
+                .returning(literal(1))
+            )
+            return conn.execute(pg_stmt).first() is not None
+        if self._dialect == "sqlite":
+            lite_stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
+            return conn.execute(lite_stmt).rowcount == 1
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(table).values(values))
+        except exc.IntegrityError:
+            return False
+        return True
+
+    @staticmethod
+    def _changes(table: Table, changes: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(changes) - set(table.c.keys()) | ({"pk"} & set(changes)))
+        if unknown:
+            raise ValueError(f"{table.name} has no field(s) {', '.join(unknown)}")
+        return _values(changes)
+
+    # -- runs ------------------------------------------------------------------------------
+    def insert_run(self, run: RunRecord) -> None:
+        with self._tx() as conn:
+            if not self._insert_if_absent(conn, workflow_runs, _values(run.model_dump())):
+                raise ValueError(f"run {run.id} exists")
+
+    def _select_run(self, conn: Connection, workflow_run_id: str) -> RunRecord | None:
+        row = (
+            conn.execute(select(workflow_runs).where(workflow_runs.c.id == workflow_run_id))
+            .mappings()
+            .one_or_none()
+        )
+        return None if row is None else RunRecord.model_validate(dict(row))
+
+    def get_run(self, workflow_run_id: str, *, for_update: bool = False) -> RunRecord | None:
+        query = select(workflow_runs).where(workflow_runs.c.id == workflow_run_id)
+        if for_update:
+            query = query.with_for_update()  # rendered as nothing on SQLite
+        with self._tx(write=for_update) as conn:
+            row = conn.execute(query).mappings().one_or_none()
+        return None if row is None else RunRecord.model_validate(dict(row))
+
+    def update_run(self, workflow_run_id: str, **changes: Any) -> RunRecord:
+        values = self._changes(workflow_runs, changes)
+        with self._tx() as conn:
+            if values:
+                conn.execute(
+                    update(workflow_runs)
+                    .where(workflow_runs.c.id == workflow_run_id)
+                    .values(values)
+                )
+            run = self._select_run(conn, workflow_run_id)
+            if run is None:
+                raise RunNotFoundError(workflow_run_id)
+            return run
+
+    def list_runs(
+        self,
+        *,
+        status: Status | None = None,
+        workflow_id: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        t = workflow_runs
+        query = select(t)
+        if status is not None:
+            query = query.where(t.c.status == _db(status))
+        if workflow_id is not None:
+            query = query.where(t.c.workflow_id == workflow_id)
+        query = query.order_by(t.c.priority.desc(), t.c.created_at, self._text_order(t.c.id)).limit(
+            limit
+        )
+        with self._tx(write=False) as conn:
+            rows = conn.execute(query).mappings().all()
+        return [RunRecord.model_validate(dict(r)) for r in rows]
+
+    # -- stages ----------------------------------------------------------------------------
+    def insert_stage(self, stage: StageRecord) -> None:
+        with self._tx() as conn:
+            if not self._insert_if_absent(conn, workflow_stages, _values(stage.model_dump())):
+                raise ValueError(f"stage {stage.stage_id} of run {stage.workflow_run_id} exists")
+
+    @staticmethod
+    def _stage_query(workflow_run_id: str, stage_id: str) -> Select[Any]:
+        t = workflow_stages
+        return select(t).where(t.c.workflow_run_id == workflow_run_id, t.c.stage_id == stage_id)
+
+    def get_stage(self, workflow_run_id: str, stage_id: str) -> StageRecord | None:
+        with self._tx(write=False) as conn:
+            row = (
+                conn.execute(self._stage_query(workflow_run_id, stage_id)).mappings().one_or_none()
+            )
+        return None if row is None else StageRecord.model_validate(dict(row))
+
+    def list_stages(
+        self, workflow_run_id: str, *, resolve_outputs: bool = True
+    ) -> list[StageRecord]:
+        t = workflow_stages
+        query = (
+            select(t)
+            .where(t.c.workflow_run_id == workflow_run_id)
+            .order_by(t.c.stage_number, self._text_order(t.c.stage_id))
+        )
+        with self._tx(write=False) as conn:
+            rows = conn.execute(query).mappings().all()
+        stages = [StageRecord.model_validate(dict(r)) for r in rows]
+        if resolve_outputs:
+            stages = [self._resolve(s) for s in stages]
+        return stages
+
+    def _resolve(self, stage: StageRecord) -> StageRecord:
+        if stage.output_ref is None or self._blob_store is None:
+            return stage
+        output = json.loads(self._blob_store.get(stage.output_ref))
+        return stage.model_copy(update={"output": output})
+
+    def update_stage(self, workflow_run_id: str, stage_id: str, **changes: Any) -> StageRecord:
+        values = self._changes(workflow_stages, changes)
+        t = workflow_stages
+        with self._tx() as conn:
+            if values:
+                conn.execute(
+                    update(t)
+                    .where(t.c.workflow_run_id == workflow_run_id, t.c.stage_id == stage_id)
+                    .values(values)
+                )
+            row = (
+                conn.execute(self._stage_query(workflow_run_id, stage_id)).mappings().one_or_none()
+            )
+            if row is None:
+                raise KeyError(f"stage {stage_id} of run {workflow_run_id} does not exist")
+            return StageRecord.model_validate(dict(row))
+
+    def delete_stages(self, workflow_run_id: str, stage_ids: Sequence[str]) -> int:
+        if not stage_ids:
+            return 0
+        t = workflow_stages
+        with self._tx() as conn:
+            result = conn.execute(
+                delete(t).where(
+                    t.c.workflow_run_id == workflow_run_id, t.c.stage_id.in_(set(stage_ids))
+                )
+            )
+            return int(result.rowcount)
+
+    def list_due_suspended_stages(
+        self,
+        now: datetime,
+        *,
+        limit: int = 10,
+        workflow_run_id: str | None = None,
+        stage_id: str | None = None,
+    ) -> list[StageRecord]:
+        t = workflow_stages
+        poll = t.c.next_poll_at
+        query = select(t).where(
+            t.c.status == Status.SUSPENDED.value, or_(poll.is_(None), poll <= now)
+        )
+        if workflow_run_id is not None:
+            query = query.where(t.c.workflow_run_id == workflow_run_id)
+        if stage_id is not None:
+            query = query.where(t.c.stage_id == stage_id)
+        query = query.order_by(
+            func.coalesce(poll, literal(now, UTCDateTime())),
+            self._text_order(t.c.workflow_run_id),
+            self._text_order(t.c.stage_id),
+        ).limit(limit)
+        with self._tx(write=False) as conn:
+            rows = conn.execute(query).mappings().all()
+        return [StageRecord.model_validate(dict(r)) for r in rows]
+
+    def earliest_suspended_poll_at(self) -> datetime | None:
+        t = workflow_stages
+        query = select(func.min(t.c.next_poll_at)).where(t.c.status == Status.SUSPENDED.value)
+        with self._tx(write=False) as conn:
+            value: datetime | None = conn.execute(query).scalar_one_or_none()
+        return value
+
+    # -- logs ------------------------------------------------------------------------------
+    def insert_logs(self, logs: Sequence[LogRecord]) -> None:
+        if not logs:
+            return
+        rows = [_values(log.model_dump()) for log in logs]
+        with self._tx() as conn:
+            if self._dialect in ("postgresql", "sqlite"):
+                # Same id again replaces the row (as the in-memory store does), in place.
+                stmt = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(
+                    workflow_logs
+                )
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[workflow_logs.c.id],
+                    set_={c.name: stmt.excluded[c.name] for c in _columns(workflow_logs)},
+                )
+                conn.execute(stmt, rows)
+            else:
+                conn.execute(insert(workflow_logs), rows)
+
+    def list_logs(self, workflow_run_id: str, stage_id: str | None = None) -> list[LogRecord]:
+        t = workflow_logs
+        query = select(*_columns(t)).where(t.c.workflow_run_id == workflow_run_id)
+        if stage_id is not None:
+            query = query.where(t.c.stage_id == stage_id)
+        with self._tx(write=False) as conn:
+            rows = conn.execute(query.order_by(t.c.pk)).mappings().all()
+        return [LogRecord.model_validate(dict(r)) for r in rows]
+
+    # -- outbox ----------------------------------------------------------------------------
+    def append_event(
+        self,
+        workflow_run_id: str,
+        type: str,
+        payload: dict[str, Any],
+        *,
+        occurred_at: datetime,
+        causation_id: str | None = None,
+    ) -> OutboxEvent:
+        runs = workflow_runs
+        with self._tx() as conn:
+            # The UPDATE locks the run row until commit: concurrent appenders for the same
+            # run queue up here and each sees the sequence the previous one committed.
+            bumped = conn.execute(
+                update(runs)
+                .where(runs.c.id == workflow_run_id)
+                .values(event_sequence=runs.c.event_sequence + 1)
+            )
+            if bumped.rowcount == 0:
+                raise RunNotFoundError(workflow_run_id)
+            sequence = conn.execute(
+                select(runs.c.event_sequence).where(runs.c.id == workflow_run_id)
+            ).scalar_one()
+            event = OutboxEvent(
+                id=uuid.uuid4().hex,
+                workflow_run_id=workflow_run_id,
+                sequence=sequence,
+                type=type,
+                payload=payload,
+                causation_id=causation_id,
+                occurred_at=occurred_at,
+            )
+            conn.execute(insert(outbox_events).values(_values(event.model_dump())))
+            return event
+
+    @staticmethod
+    def _events(rows: Sequence[RowMapping]) -> list[OutboxEvent]:
+        return [OutboxEvent.model_validate(dict(r)) for r in rows]
+
+    def list_events(self, workflow_run_id: str) -> list[OutboxEvent]:
+        t = outbox_events
+        query = select(t).where(t.c.workflow_run_id == workflow_run_id).order_by(t.c.sequence)
+        with self._tx(write=False) as conn:
+            return self._events(conn.execute(query).mappings().all())
+
+    def list_unpublished_events(self, limit: int = 100) -> list[OutboxEvent]:
+        t = outbox_events
+        query = (
+            select(t)
+            .where(t.c.published_at.is_(None), t.c.dlq_at.is_(None))
+            .order_by(t.c.occurred_at, self._text_order(t.c.workflow_run_id), t.c.sequence)
+            .limit(limit)
+        )
+        with self._tx(write=False) as conn:
+            return self._events(conn.execute(query).mappings().all())
+
+    def _update_event(self, event_id: str, **changes: Any) -> None:
+        with self._tx() as conn:
+            result = conn.execute(
+                update(outbox_events).where(outbox_events.c.id == event_id).values(changes)
+            )
+            if result.rowcount == 0:
+                raise KeyError(event_id)
+
+    def mark_event_published(self, event_id: str, at: datetime) -> None:
+        self._update_event(event_id, published_at=at)
+
+    def record_event_failure(
+        self, event_id: str, error: str, retry_count: int, dlq_at: datetime | None
+    ) -> None:
+        self._update_event(event_id, last_error=error, retry_count=retry_count, dlq_at=dlq_at)
+
+    def list_dlq_events(self, limit: int = 100) -> list[OutboxEvent]:
+        t = outbox_events
+        query = (
+            select(t)
+            .where(t.c.dlq_at.is_not(None))
+            .order_by(self._text_order(t.c.workflow_run_id), t.c.sequence)
+            .limit(limit)
+        )
+        with self._tx(write=False) as conn:
+            return self._events(conn.execute(query).mappings().all())
+
+    def requeue_dlq_events(self, event_ids: Sequence[str]) -> int:
+        if not event_ids:
+            return 0
+        t = outbox_events
+        wanted = set(event_ids)
+        with self._tx() as conn:
+            found = set(conn.execute(select(t.c.id).where(t.c.id.in_(wanted))).scalars())
+            missing = sorted(wanted - found)
+            if missing:
+                raise KeyError(missing[0])
+            conn.execute(update(t).where(t.c.id.in_(wanted)).values(dlq_at=None, retry_count=0))
+        return len(event_ids)
+
+    # -- idempotency -----------------------------------------------------------------------
+    @contextmanager
+    def _idempotency_tx(self) -> Iterator[Connection]:
+        outer = self._current()
+        if outer is None or self._dialect != "sqlite":
+            with self._own_transaction(write=True) as conn:
+                yield conn
+            return
+        try:
+            with outer.begin_nested():
+                yield outer
+        except _DB_ERRORS as err:
+            raise self._translate(err) from err
+
+    @staticmethod
+    def _key_filter(key: str, command_type: str) -> list[ColumnElement[bool]]:
+        t = idempotency_keys
+        return [t.c.key == key, t.c.command_type == command_type]
+
+    def acquire_idempotency(
+        self, key: str, command_type: str, *, now: datetime, expires_at: datetime
+    ) -> IdempotencyRecord | None:
+        t = idempotency_keys
+        claim = {"state": _IN_PROGRESS, "result": None, "created_at": now, "expires_at": expires_at}
+        for _ in range(_ACQUIRE_ATTEMPTS):
+            with self._idempotency_tx() as conn:
+                values = {"key": key, "command_type": command_type, **claim}
+                if self._insert_if_absent(conn, t, values):
+                    return None
+                row = (
+                    conn.execute(
+                        select(*_columns(t))
+                        .where(*self._key_filter(key, command_type))
+                        .with_for_update()
+                    )
+                    .mappings()
+                    .one_or_none()
+                )
+                if row is None:  # released between our insert and our read: try again
+                    continue
+                existing = IdempotencyRecord.model_validate(dict(row))
+                if existing.state == _COMPLETED:
+                    return existing
+                if existing.expires_at is None or existing.expires_at > now:
+                    raise IdempotencyInProgressError(key, command_type)
+                # The holder's claim expired (it is presumed dead): take it over.
+                conn.execute(update(t).where(*self._key_filter(key, command_type)).values(claim))
+                return None
+        raise IdempotencyInProgressError(key, command_type)
+
+    def complete_idempotency(self, key: str, command_type: str, result: Any) -> None:
+        t = idempotency_keys
+        with self._idempotency_tx() as conn:
+            updated = conn.execute(
+                update(t)
+                .where(*self._key_filter(key, command_type))
+                .values(state=_COMPLETED, result=result, expires_at=None)
+            )
+            if updated.rowcount == 0:
+                raise KeyError((key, command_type))
+
+    def release_idempotency(self, key: str, command_type: str) -> None:
+        with self._idempotency_tx() as conn:
+            conn.execute(delete(idempotency_keys).where(*self._key_filter(key, command_type)))
+
+    # -- annotations -----------------------------------------------------------------------
+    def insert_annotation(self, annotation: AnnotationRecord) -> bool:
+        values = _values(annotation.model_dump(exclude={"actor"}))
+        values.update(
+            actor_kind=annotation.actor.kind,
+            actor_id=annotation.actor.id,
+            actor_version=annotation.actor.version,
+        )
+        with self._tx() as conn:
+            return self._insert_if_absent(conn, annotations_table, values)
+
+    def list_annotations(
+        self,
+        workflow_run_id: str,
+        *,
+        key_prefix: str | None = None,
+        actor_id: str | None = None,
+    ) -> list[AnnotationRecord]:
+        t = annotations_table
+        query = select(*_columns(t)).where(t.c.workflow_run_id == workflow_run_id)
+        if key_prefix:
+            # Not LIKE: SQLite's LIKE ignores case, and the prefix may hold % or _.
+            query = query.where(func.substr(t.c.key, 1, len(key_prefix)) == key_prefix)
+        if actor_id is not None:
+            query = query.where(t.c.actor_id == actor_id)
+        with self._tx(write=False) as conn:
+            rows = conn.execute(query.order_by(t.c.pk)).mappings().all()
+        return [self._annotation(dict(r)) for r in rows]
+
+    @staticmethod
+    def _annotation(row: dict[str, Any]) -> AnnotationRecord:
+        actor = Actor(
+            kind=row.pop("actor_kind"), id=row.pop("actor_id"), version=row.pop("actor_version")
+        )
+        return AnnotationRecord.model_validate({**row, "actor": actor})
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: SqlPersistence) -> Persistence:
+        return store
