@@ -1,6 +1,9 @@
 """The document pipeline: extract -> [summarize, classify] -> embed (async batch) -> publish.
 
-Runs offline: the "models" are deterministic functions, so the demo needs no API key.
+Runs offline: ``summarize`` and ``classify`` call models through ``ctx.ai`` with the
+deterministic ``mock`` provider (every call is priced and recorded in the AI cost ledger), so
+the demo needs no API key. Point a stage at a real model with its config, e.g.
+``{"summarize": {"model": "openai:gpt-5-mini"}}``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from airflow_workflow_engine import (
     WorkflowBuilder,
     define_async_batch_stage,
     define_stage,
+    with_ai_config,
 )
 from airflow_workflow_engine.conventions import Decision
 
@@ -62,8 +66,19 @@ class Publication(BaseModel):
     dimensions: int
 
 
-class SummarizeConfig(BaseModel):
+class _SummarizeOptions(BaseModel):
+    model: str = Field("mock:summarizer", description="Model key of the summarizer")
     max_words: int = Field(12, ge=1, description="Longest summary, in words")
+
+
+class _ClassifyOptions(BaseModel):
+    model: str = Field("mock:classifier", description="Model key that explains the category")
+    rationale_words: int = Field(16, ge=1, description="Longest rationale, in words")
+
+
+#: ``model``, ``max_words`` and the AI presets (``temperature``, ``max_tokens``, ``max_cost``).
+SummarizeConfig = with_ai_config(_SummarizeOptions)
+ClassifyConfig = with_ai_config(_ClassifyOptions)
 
 
 class EmbedConfig(BaseModel):
@@ -79,10 +94,14 @@ def _extract(ctx: StageContext[DocumentInput, Any]) -> ExtractedText:
 
 
 def _summarize(ctx: StageContext[ExtractedText, Any]) -> Summary:
-    words = ctx.input.text.split()
+    result = ctx.ai.generate_text(
+        ctx.config.model,
+        ctx.input.text,
+        system=f"Summarize the document in at most {ctx.config.max_words} words.",
+        max_tokens=ctx.config.max_words,
+    )
     ctx.progress(1.0, "summarized")
-    summary = " ".join(words[: ctx.config.max_words])
-    return Summary(summary=summary + ("..." if len(words) > ctx.config.max_words else ""))
+    return Summary(summary=result.text)
 
 
 _CATEGORIES = {
@@ -97,8 +116,15 @@ def _classify(ctx: StageContext[ExtractedText, Any]) -> StageResult[Classificati
     category, hits = max(scores.items(), key=lambda kv: kv[1])
     category = category if hits else "general"
     confidence = min(0.5 + 0.1 * hits, 0.99)
+    # The keyword rules decide; a model writes down why (kept as provenance).
+    rationale = ctx.ai.generate_text(
+        ctx.config.model,
+        f"In one sentence, why is this document about {category}? {ctx.input.text}",
+        max_tokens=ctx.config.rationale_words,
+    )
     ctx.annotate(Decision.outcome, category)
     ctx.annotate(Decision.confidence, confidence)
+    ctx.annotate(Decision.rationale, rationale.text)
     return StageResult(
         output=Classification(category=category, confidence=confidence),
         custom_metrics={"keyword_hits": hits},
@@ -160,7 +186,12 @@ summarize = define_stage(
     execute=_summarize,
 )
 classify = define_stage(
-    id="classify", name="Classify", input=ExtractedText, output=Classification, execute=_classify
+    id="classify",
+    name="Classify",
+    input=ExtractedText,
+    output=Classification,
+    config=ClassifyConfig,
+    execute=_classify,
 )
 embed = define_async_batch_stage(
     id="embed",

@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -44,7 +45,7 @@ from airflow_workflow_engine.kernel.records import (
 from airflow_workflow_engine.kernel.stage_io import build_workflow_context, resolve_stage_input
 from airflow_workflow_engine.kernel.status import Status, check_run_transition
 
-__all__ = ["Kernel", "KernelSettings", "SystemClock", "create_kernel"]
+__all__ = ["CostLedger", "Kernel", "KernelSettings", "SystemClock", "create_kernel"]
 
 logger = logging.getLogger("airflow_workflow_engine.kernel")
 
@@ -56,6 +57,15 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
+
+
+class CostLedger(Protocol):
+    """What the kernel reads from the AI cost ledger (``airflow_workflow_engine.ai.ledger``):
+    stage metrics and run totals are rolled up from it, never reported by stage code."""
+
+    def totals(self, workflow_run_id: str, stage_id: str | None = None) -> tuple[Decimal, int]:
+        """``(cost in USD, input + output tokens)`` of a run, or of one of its stages."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,7 @@ class Kernel:
         settings: KernelSettings | None = None,
         ai_factory: Callable[[StageContext[Any, Any]], Any] | None = None,
         on_progress: Callable[[str, str, ProgressUpdate], None] | None = None,
+        ledger: CostLedger | None = None,
     ) -> None:
         self.persistence = persistence
         self.blob_store = blob_store
@@ -97,6 +108,7 @@ class Kernel:
         self.settings = settings or KernelSettings()
         self.ai_factory = ai_factory
         self.on_progress = on_progress
+        self.ledger = ledger
         self.annotations = AnnotationsApi(self)
         persistence.attach_blob_store(blob_store)
         from airflow_workflow_engine.kernel.handlers import HANDLERS
@@ -215,9 +227,36 @@ class Kernel:
     def fail_run(self, run: RunRecord, error: str) -> RunRecord:
         """FAILED with the stage's error; open stages are cancelled. Call inside a transaction."""
         self.cancel_open_stages(run.id, f"run failed: {error}")
-        run = self.set_run_status(run, Status.FAILED, error_message=error, completed_at=self.now())
+        run = self.set_run_status(
+            run,
+            Status.FAILED,
+            error_message=error,
+            completed_at=self.now(),
+            **self.run_ai_totals(run.id),
+        )
         self.emit(run.id, "workflow:failed", {"error": error})
         return run
+
+    # -- AI costs (rolled up from the ledger) ----------------------------------------------
+    def stage_ai_metrics(self, run_id: str, stage_id: str) -> dict[str, Any]:
+        """``{"ai_cost", "ai_tokens"}`` of a stage (all attempts), or ``{}`` without a ledger."""
+        if self.ledger is None:
+            return {}
+        cost, tokens = self.ledger.totals(run_id, stage_id)
+        return {"ai_cost": float(cost), "ai_tokens": tokens}
+
+    def run_ai_totals(self, run_id: str) -> dict[str, Any]:
+        """``{"total_cost", "total_tokens"}`` run-record changes, or ``{}`` without a ledger."""
+        if self.ledger is None:
+            return {}
+        cost, tokens = self.ledger.totals(run_id)
+        return {"total_cost": float(cost), "total_tokens": tokens}
+
+    def refresh_run_ai_totals(self, run_id: str) -> None:
+        """Copies the ledger's run totals onto the run record (inside the caller's transaction)."""
+        changes = self.run_ai_totals(run_id)
+        if changes:
+            self.persistence.update_run(run_id, **changes)
 
     # -- stage data ------------------------------------------------------------------------
     def store_output(self, run_id: str, stage_id: str, value: Any) -> dict[str, Any]:
@@ -348,8 +387,10 @@ def create_kernel(
     settings: KernelSettings | None = None,
     ai_factory: Callable[[StageContext[Any, Any]], Any] | None = None,
     on_progress: Callable[[str, str, ProgressUpdate], None] | None = None,
+    ledger: CostLedger | None = None,
 ) -> Kernel:
-    """Builds a kernel from its ports. ``clock`` defaults to the system clock."""
+    """Builds a kernel from its ports. ``clock`` defaults to the system clock. ``ledger`` is
+    the AI cost ledger stage metrics and run totals are rolled up from (none: they stay 0)."""
     return Kernel(
         persistence=persistence,
         blob_store=blob_store,
@@ -362,6 +403,7 @@ def create_kernel(
         settings=settings,
         ai_factory=ai_factory,
         on_progress=on_progress,
+        ledger=ledger,
     )
 
 

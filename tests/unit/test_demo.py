@@ -16,6 +16,26 @@ def test_demo_completes_and_prints_stages(capsys: pytest.CaptureFixture[str]) ->
     assert '"category": "engineering"' in out
 
 
+def test_demo_prints_the_runs_cost_table_from_the_ledger(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert demo.main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[lines.index(next(x for x in lines if x.startswith("AI cost of the run"))) + 1 :]
+    # Mock tokens are words; prices are the demo's: summarizer $0.25/$2, classifier $0.10/$0.40
+    # per million tokens. summarize: 35 * 0.25 + 12 * 2 = 32.75; classify: 36 * 0.1 + 16 * 0.4
+    # = 10 (micro-dollars).
+    assert table[:7] == [
+        "stage      model            calls  in tokens  out tokens       cost",
+        "---------  ---------------  -----  ---------  ----------  ---------",
+        "classify   mock:classifier      1         36          16  $0.000010",
+        "summarize  mock:summarizer      1         35          12  $0.000033",
+        "---------  ---------------  -----  ---------  ----------  ---------",
+        "total                           2         71          28  $0.000043",
+        "Run totals: $0.000043, 99 tokens",
+    ]
+
+
 def test_demo_rejects_bad_input_with_field_name() -> None:
     from airflow_workflow_engine.errors import InputValidationError
 

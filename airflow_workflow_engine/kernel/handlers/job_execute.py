@@ -3,7 +3,9 @@
 1. RUNNING is committed in a short transaction.
 2. The stage body runs outside any transaction (it may take hours, call models, be cancelled).
 3. Outcome, buffered annotations, logs, progress and outbox events commit in one transaction;
-   if the run was cancelled meanwhile the result is a ghost: discarded, never retried.
+   if the run was cancelled meanwhile the result is a ghost: discarded, never retried. The
+   stage's AI metrics and the run's cost totals are rolled up from the ledger here (the
+   ledger's rows were written as the calls happened, not buffered).
 """
 
 from __future__ import annotations
@@ -159,14 +161,20 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
             or fresh.status != Status.RUNNING
             or fresh.attempt != attempt
         ):
+            # A ghost's model calls were still paid for: the run's totals include them.
+            k.refresh_run_ai_totals(run.id)
             return _result(cmd, "cancelled", attempt, ghost=True, error=_describe(error))
         k.persist_buffer(run.id, rec.stage_id, buffer, attempt)
+        k.refresh_run_ai_totals(run.id)
+        ai = k.stage_ai_metrics(run.id, rec.stage_id)
         if error is not None:
-            return _fail(k, cmd, fresh, attempt, error)
+            return _fail(k, cmd, fresh, attempt, error, ai=ai)
         if isinstance(outcome, Suspended):
-            return _suspend(k, cmd, fresh, attempt, outcome)
+            return _suspend(k, cmd, fresh, attempt, outcome, ai=ai)
         assert outcome is not None
-        return _complete(k, cmd, fresh, attempt, outcome=outcome, stored=stored, buffer=buffer)
+        return _complete(
+            k, cmd, fresh, attempt, outcome=outcome, stored=stored, buffer=buffer, ai=ai
+        )
 
 
 def _describe(error: BaseException | None) -> str | None:
@@ -185,9 +193,11 @@ def _complete(
     outcome: StageOutput,
     stored: dict[str, Any],
     buffer: StageBuffer,
+    ai: dict[str, Any],
 ) -> JobExecuteResult:
     now = k.now()
-    metrics = {**buffer.metrics, **outcome.metrics}
+    # The ledger's roll-up wins over a stage's own metric of the same name.
+    metrics = {**buffer.metrics, **outcome.metrics, **ai}
     duration = (now - rec.started_at).total_seconds() if rec.started_at else None
     k.persistence.update_stage(
         rec.workflow_run_id,
@@ -209,7 +219,13 @@ def _complete(
 
 
 def _suspend(
-    k: Kernel, cmd: JobExecute, rec: StageRecord, attempt: int, suspended: Suspended
+    k: Kernel,
+    cmd: JobExecute,
+    rec: StageRecord,
+    attempt: int,
+    suspended: Suspended,
+    *,
+    ai: dict[str, Any],
 ) -> JobExecuteResult:
     now = k.now()
     next_poll_at = now + timedelta(seconds=suspended.poll_interval)
@@ -226,6 +242,7 @@ def _suspend(
         poll_interval=suspended.poll_interval,
         next_poll_at=next_poll_at,
         max_wait_until=max_wait_until,
+        metrics={**rec.metrics, **ai},
         updated_at=now,
     )
     k.emit(
@@ -242,7 +259,13 @@ def _suspend(
 
 
 def _fail(
-    k: Kernel, cmd: JobExecute, rec: StageRecord, attempt: int, error: BaseException
+    k: Kernel,
+    cmd: JobExecute,
+    rec: StageRecord,
+    attempt: int,
+    error: BaseException,
+    *,
+    ai: dict[str, Any],
 ) -> JobExecuteResult:
     now = k.now()
     message = _describe(error) or "failed"
@@ -260,6 +283,7 @@ def _fail(
         rec.stage_id,
         status=target,
         error_message=message,
+        metrics={**rec.metrics, **ai},
         updated_at=now,
         completed_at=None if will_retry else now,
     )

@@ -81,7 +81,12 @@ def _complete(
         return RunTransitionResult(workflow_run_id=run.id, action="failed", status=run.status)
     now = k.now()
     run = k.set_run_status(
-        run, Status.COMPLETED, output=value, completed_at=now, error_message=None
+        run,
+        Status.COMPLETED,
+        output=value,
+        completed_at=now,
+        error_message=None,
+        **k.run_ai_totals(run.id),
     )
     k.emit(run.id, "workflow:completed", {"output": value})
     return RunTransitionResult(workflow_run_id=run.id, action="completed", status=run.status)

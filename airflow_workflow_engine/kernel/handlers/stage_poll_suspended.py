@@ -135,11 +135,15 @@ def _commit(
             next_poll_at = now + timedelta(seconds=delay or 60.0)
             k.persistence.update_stage(run_id, sid, next_poll_at=next_poll_at, updated_at=now)
             return _outcome(rec, "pending", next_poll_at=next_poll_at)
+        # Batch results are priced into the ledger as they are read: roll them up now.
+        k.refresh_run_ai_totals(run_id)
+        ai = k.stage_ai_metrics(run_id, sid)
         if outcome in ("failed", "timed_out"):
             k.persistence.update_stage(
                 run_id,
                 sid,
                 status=Status.FAILED,
+                metrics={**rec.metrics, **ai},
                 error_message=error,
                 next_poll_at=None,
                 completed_at=now,
@@ -162,6 +166,7 @@ def _commit(
                 sid,
                 status=Status.PENDING,
                 resume_state=rec.suspended_state,
+                metrics={**rec.metrics, **ai},
                 next_poll_at=None,
                 updated_at=now,
             )
@@ -182,7 +187,7 @@ def _commit(
             next_poll_at=None,
             completed_at=now,
             updated_at=now,
-            metrics={**rec.metrics, "duration_seconds": duration},
+            metrics={**rec.metrics, **ai, "duration_seconds": duration},
             **(stored or {}),
         )
         k.emit(

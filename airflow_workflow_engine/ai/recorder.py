@@ -1,0 +1,306 @@
+"""Recording model calls: retries, budgets, prices and the prompt policy in one place.
+
+The AI helper, its streams and its batches all call providers through a :class:`CallRecorder`,
+so that every attempt that reached a provider becomes exactly one ledger row, written at once
+in its own transaction (see ``docs/adr/0001-ledger-rows-written-per-call.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from airflow_workflow_engine.ai.budget import Budget, check_budget
+from airflow_workflow_engine.ai.ledger import CallType, Ledger, LedgerEntry
+from airflow_workflow_engine.ai.models import ModelKey
+from airflow_workflow_engine.ai.prices import cost_of_call
+from airflow_workflow_engine.ai.prompts import PromptPolicy, apply_prompt_policy, mask_error
+from airflow_workflow_engine.ai.retry import call_with_retries
+from airflow_workflow_engine.errors import BudgetExceededError
+
+__all__ = ["CallIdentity", "CallRecorder", "RetryPolicy", "Usage"]
+
+logger = logging.getLogger("airflow_workflow_engine.ai")
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of transient provider errors (429, 5xx, timeouts): exponential backoff with
+    jitter, honouring ``Retry-After`` (see :func:`~airflow_workflow_engine.ai.retry.
+    call_with_retries`). ``sleep`` is replaceable for tests."""
+
+    max_attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "max_attempts": self.max_attempts,
+            "base_delay": self.base_delay,
+            "max_delay": self.max_delay,
+            "sleep": self.sleep,
+            "rng": self.rng,
+        }
+
+
+@dataclass(frozen=True)
+class CallIdentity:
+    """Who is calling; copied onto every ledger row."""
+
+    topic: str
+    workflow_run_id: str | None = None
+    stage_id: str | None = None
+    attempt: int | None = None
+    dag_id: str | None = None
+    task_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one answered call used, in the providers' shared token convention."""
+
+    model_id: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reported_cost: float | None = None
+    response: str | None = None
+
+
+class CallRecorder:
+    """Runs provider calls with retries and writes their ledger rows."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        identity: CallIdentity,
+        *,
+        prompt_policy: PromptPolicy = "store",
+        budget: Budget | None = None,
+        retry: RetryPolicy | None = None,
+        secrets: Callable[[], list[str]] = list,
+    ) -> None:
+        self.ledger = ledger
+        self.identity = identity
+        self.prompt_policy = prompt_policy
+        self.budget = budget or Budget()
+        self.retry = retry or RetryPolicy()
+        self._secrets = secrets
+        self._lock = threading.Lock()
+        self._spent = Decimal(0)
+
+    @property
+    def spent_here(self) -> Decimal:
+        """What calls through this recorder cost (priced calls only)."""
+        with self._lock:
+            return self._spent
+
+    # -- before a call ---------------------------------------------------------------------
+    def check_budget(self, key: ModelKey) -> None:
+        if self.budget.is_unlimited:
+            return
+        check_budget(
+            self.budget,
+            self.ledger,
+            model=str(key),
+            workflow_run_id=self.identity.workflow_run_id,
+            stage_id=self.identity.stage_id,
+            topic=self.identity.topic,
+            local_spent=self.spent_here,
+        )
+
+    # -- calling ---------------------------------------------------------------------------
+    def call(
+        self,
+        call_type: CallType,
+        key: ModelKey,
+        provider: str,
+        fn: Callable[[], R],
+        *,
+        prompt: str | None,
+    ) -> tuple[R, float]:
+        """``fn()`` with retries; each failed attempt that reached the provider is recorded
+        here, the successful one is left to the caller (it knows the usage). Returns the
+        result and the successful attempt's latency in seconds."""
+        latency = [0.0]
+
+        def on_attempt(number: int, error: BaseException | None, seconds: float) -> None:
+            latency[0] = seconds
+            if error is not None and not isinstance(error, BudgetExceededError):
+                self.record_failure(
+                    call_type,
+                    key,
+                    provider,
+                    f"attempt {number}: {error}",
+                    latency_s=seconds,
+                    prompt=prompt,
+                )
+
+        result = call_with_retries(fn, on_attempt=on_attempt, **self.retry.kwargs())
+        return result, latency[0]
+
+    def control(self, fn: Callable[[], R]) -> R:
+        """A call that is not billed (batch status, cancel, find): retried, not recorded."""
+        return call_with_retries(fn, **self.retry.kwargs())
+
+    # -- recording -------------------------------------------------------------------------
+    def record_usage(
+        self,
+        call_type: CallType,
+        key: ModelKey,
+        provider: str,
+        usage: Usage,
+        *,
+        latency_s: float | None,
+        prompt: str | None,
+        error: str | None = None,
+        batch: bool = False,
+        batch_id: str | None = None,
+        request_id: str | None = None,
+        entry_id: str | None = None,
+    ) -> LedgerEntry:
+        cost = cost_of_call(
+            str(key),
+            provider=provider,
+            model_id=usage.model_id,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            batch=batch,
+            reported_cost=usage.reported_cost,
+        )
+        entry = self._entry(
+            call_type=call_type,
+            key=key,
+            provider=provider,
+            model_id=usage.model_id,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            cost=cost.amount,
+            cost_source=cost.source,
+            latency_s=latency_s,
+            error=error,
+            prompt=prompt,
+            response=usage.response,
+            batch_id=batch_id,
+            request_id=request_id,
+            entry_id=entry_id,
+        )
+        self.write(entry)
+        return entry
+
+    def record_failure(
+        self,
+        call_type: CallType,
+        key: ModelKey,
+        provider: str,
+        error: str,
+        *,
+        latency_s: float | None,
+        prompt: str | None,
+        model_id: str | None = None,
+    ) -> LedgerEntry:
+        """A call that reached the provider but got no usable answer: no tokens; no cost
+        (providers do not bill refused requests; an interrupted one may have been billed,
+        which nobody can tell us, so the cost is left unknown rather than made up)."""
+        entry = self._entry(
+            call_type=call_type,
+            key=key,
+            provider=provider,
+            model_id=model_id or key.model_id,
+            latency_s=latency_s,
+            error=error,
+            prompt=prompt,
+        )
+        self.write(entry)
+        return entry
+
+    def _entry(
+        self,
+        *,
+        call_type: CallType,
+        key: ModelKey,
+        provider: str,
+        model_id: str | None,
+        latency_s: float | None,
+        error: str | None,
+        prompt: str | None,
+        response: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cached_tokens: int = 0,
+        cost: Decimal | None = None,
+        cost_source: Any = None,
+        batch_id: str | None = None,
+        request_id: str | None = None,
+        entry_id: str | None = None,
+    ) -> LedgerEntry:
+        secrets = self._secrets()
+        stored_prompt, stored_response, prompt_hash = apply_prompt_policy(
+            self.prompt_policy, prompt, response, secrets
+        )
+        ident = self.identity
+        extra = {"id": entry_id} if entry_id is not None else {}
+        return LedgerEntry(
+            **extra,
+            topic=ident.topic,
+            call_type=call_type,
+            provider=provider,
+            model_key=str(key),
+            model_id=model_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached_tokens,
+            cost=cost,
+            cost_source=cost_source,
+            latency_ms=None if latency_s is None else round(latency_s * 1000),
+            status="ok" if error is None else "error",
+            error=None if error is None else mask_error(error, secrets),
+            workflow_run_id=ident.workflow_run_id,
+            stage_id=ident.stage_id,
+            attempt=ident.attempt,
+            batch_id=batch_id,
+            request_id=request_id,
+            dag_id=ident.dag_id,
+            task_id=ident.task_id,
+            prompt=stored_prompt,
+            response=stored_response,
+            prompt_hash=prompt_hash,
+        )
+
+    def write(self, entry: LedgerEntry) -> None:
+        """Writes a row now. A ledger that cannot be written does not fail the call (it was
+        made, and paid for): the row goes to the log instead, for reconciliation."""
+        if entry.cost is not None:
+            with self._lock:
+                self._spent += entry.cost
+        cost = "unknown" if entry.cost is None else f"${entry.cost:.6f}"
+        logger.info(
+            "AI %s call %s (%s): %s, %d in / %d out tokens, cost %s, %s ms",
+            entry.call_type,
+            entry.model_key,
+            entry.topic,
+            entry.status if entry.error is None else f"error: {entry.error}",
+            entry.input_tokens,
+            entry.output_tokens,
+            cost,
+            entry.latency_ms,
+        )
+        try:
+            self.ledger.record(entry)
+        except Exception:
+            logger.exception(
+                "could not write the AI ledger row; the call was made. Row: %s",
+                entry.model_dump_json(exclude={"prompt", "response"}),
+            )
