@@ -136,6 +136,13 @@ class Workflow:
         )
         return model
 
+    def to_dag(self, dag_id: str | None = None, **dag_kwargs: Any) -> Any:
+        """An Airflow DAG with one task per stage; see
+        :func:`airflow_workflow_engine.dag.build_dag` (needs the ``airflow`` extra)."""
+        from airflow_workflow_engine.dag import build_dag
+
+        return build_dag(self, dag_id=dag_id, **dag_kwargs)
+
     def __repr__(self) -> str:
         plan = " -> ".join("[" + ", ".join(s.id for s in g) + "]" for g in self._groups)
         return f"Workflow({self.id!r}: {plan})"

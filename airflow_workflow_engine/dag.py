@@ -1,0 +1,416 @@
+"""Workflows and DAGs, both ways round.
+
+- :func:`build_dag` turns a :class:`~airflow_workflow_engine.definitions.workflow.Workflow`
+  into a DAG: one task per stage, groups chained, a parallel group fanned out, the trigger
+  form's ``params`` generated from the input model's JSON schema and ``doc_md`` from the
+  description.
+- :func:`workflow_from_dag` goes the other way for hand-wired DAGs: the workflow is derived
+  from the DAG's stage tasks (groups are the topological layers of the stage tasks; other
+  tasks may sit between them). A stage task must have every stage task of earlier groups
+  upstream of it (the engine runs groups in order), which covers the stages it declares as
+  dependencies; anything else is a :class:`~airflow_workflow_engine.errors.WorkflowDefinitionError`
+  naming the tasks to chain.
+
+:func:`dag_policy` is an Airflow cluster policy (entry point group ``airflow.policy``) that
+runs that derivation when Airflow loads a DAG, so a mis-wired DAG is an import error, not a
+task failure. Without the entry point the same check runs when a stage task executes.
+
+Importing this module imports Airflow's task SDK and pydantic, never an AI SDK, boto3 or
+SQLAlchemy: DAG files stay cheap to parse.
+"""
+
+from __future__ import annotations
+
+import copy
+import keyword
+import os
+import re
+import sys
+import weakref
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import DAG, Param
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from airflow_workflow_engine.errors import WorkflowDefinitionError
+
+if TYPE_CHECKING:
+    from airflow_workflow_engine.definitions.stage import Stage
+    from airflow_workflow_engine.definitions.workflow import Workflow
+    from airflow_workflow_engine.operators.stage import StageOperator
+
+__all__ = ["build_dag", "dag_policy", "params_from_model", "workflow_from_dag"]
+
+_OPERATORS_MODULE = "airflow_workflow_engine.operators"
+
+
+# -- Workflow -> DAG ----------------------------------------------------------------------
+
+
+def _inline_refs(schema: Any, defs: Mapping[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    """The schema with ``$ref``s to ``$defs`` replaced by their definitions."""
+    if isinstance(schema, list):
+        return [_inline_refs(item, defs, seen) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.rsplit("/", 1)[-1]
+        if name in seen:  # a recursive model: leave it as a free-form object
+            return {"type": "object"}
+        target = _inline_refs(defs.get(name, {}), defs, (*seen, name))
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        return {**target, **_inline_refs(rest, defs, seen)}
+    return {k: _inline_refs(v, defs, seen) for k, v in schema.items() if k != "$defs"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``anyOf: [X, null]`` -> X with ``"null"`` added to its type (what the form renders)."""
+    options = schema.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        other = next(o for o in options if o != {"type": "null"})
+        kind = other.get("type")
+        if isinstance(kind, str):
+            merged = {k: v for k, v in schema.items() if k != "anyOf"}
+            return {**other, **merged, "type": [kind, "null"]}
+    return schema
+
+
+def _allow_null(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {**schema, "type": [kind, "null"]}
+    if isinstance(kind, list) and "null" not in kind:
+        return {**schema, "type": [*kind, "null"]}
+    return schema
+
+
+def params_from_model(model: type[BaseModel]) -> dict[str, Param]:
+    """DAG ``params`` for the fields of ``model``: typed, with defaults and descriptions.
+
+    Required fields get no default (the trigger form asks for them); optional fields without
+    a JSON default (``default_factory``) default to ``None``, which the operator drops so the
+    model's own default applies.
+    """
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+    required = set(schema.get("required", []))
+    params: dict[str, Param] = {}
+    for name, raw in schema.get("properties", {}).items():
+        prop: dict[str, Any] = _nullable(_inline_refs(copy.deepcopy(raw), defs))
+        description = prop.pop("description", None)
+        if "default" in prop:
+            default = prop.pop("default")
+            if default is None:
+                prop = _allow_null(prop)
+            params[name] = Param(default, description=description, **prop)
+        elif name in required:
+            params[name] = Param(description=description, **prop)
+        else:
+            params[name] = Param(None, description=description, **_allow_null(prop))
+    return params
+
+
+def _required_without_default(model: type[BaseModel]) -> list[str]:
+    return [fld.alias or name for name, fld in model.model_fields.items() if fld.is_required()]
+
+
+def _doc_md(workflow: Workflow) -> str:
+    lines = [f"# {workflow.name}", ""]
+    if workflow.description:
+        lines += [workflow.description, ""]
+    lines += ["| group | stages |", "|---|---|"]
+    for number, group in enumerate(workflow.execution_plan(), start=1):
+        names = ", ".join(
+            f"`{s.id}`" + (" (async batch)" if s.is_async_batch else "") for s in group
+        )
+        lines.append(f"| {number} | {names} |")
+    lines += [
+        "",
+        f"Input: `{workflow.input.__name__}` (the DAG run's conf, validated; the trigger form "
+        "shows its fields). Output: "
+        f"`{workflow.output.__name__}`. Workflow id: `{workflow.id}`.",
+    ]
+    return "\n".join(lines)
+
+
+def build_dag(
+    workflow: Workflow,
+    dag_id: str | None = None,
+    schedule: Any = None,
+    start_date: datetime | None = None,
+    *,
+    config: Mapping[str, Mapping[str, Any]] | None = None,
+    conn_id: str | None = "workflow_engine_default",
+    deferrable: bool = True,
+    **dag_kwargs: Any,
+) -> DAG:
+    """A DAG that runs ``workflow``: one task per stage, groups in order.
+
+    :param dag_id: default: the workflow id.
+    :param config: per stage id, the stage's config (templated, like the operators').
+    :param conn_id: the ``workflow_engine`` connection of every task (``None``: only the
+        ``[workflow_engine]`` config section).
+    :param deferrable: whether async-batch stages wait in the triggerer (default) or poll in
+        their task.
+    :param dag_kwargs: anything else ``DAG`` takes (``default_args``, ``tags``, ``catchup``...);
+        ``params`` and ``doc_md`` override the generated ones.
+    """
+    from airflow_workflow_engine.operators.batch import AsyncBatchStageOperator
+    from airflow_workflow_engine.operators.stage import StageOperator
+
+    config = dict(config or {})
+    unknown = sorted(set(config) - set(workflow.stage_ids()))
+    if unknown:
+        raise WorkflowDefinitionError(
+            f"build_dag: config for unknown stage(s) {', '.join(unknown)} of workflow "
+            f"'{workflow.id}'; stages are {', '.join(workflow.stage_ids())}."
+        )
+    if schedule is not None and "params" not in dag_kwargs:
+        missing = _required_without_default(workflow.input)
+        if missing:
+            raise WorkflowDefinitionError(
+                f"build_dag: workflow '{workflow.id}' is scheduled, but its input model "
+                f"{workflow.input.__name__} has required fields without defaults "
+                f"({', '.join(missing)}), which a scheduled run cannot fill. Give them "
+                "defaults or pass params=."
+            )
+    dag_kwargs.setdefault("params", params_from_model(workflow.input))
+    dag_kwargs.setdefault("doc_md", _doc_md(workflow))
+    dag_kwargs.setdefault("tags", ["workflow-engine"])
+    if workflow.description:
+        dag_kwargs.setdefault("description", workflow.description.strip().splitlines()[0])
+    with DAG(
+        dag_id=dag_id or workflow.id, schedule=schedule, start_date=start_date, **dag_kwargs
+    ) as dag:
+        previous: list[StageOperator] = []
+        for group in workflow.execution_plan():
+            current: list[StageOperator] = []
+            for stage in group:
+                common: dict[str, Any] = {
+                    "stage": stage,
+                    "workflow": workflow,
+                    "config": config.get(stage.id),
+                    "conn_id": conn_id,
+                }
+                task: StageOperator = (
+                    AsyncBatchStageOperator(deferrable=deferrable, **common)
+                    if stage.is_async_batch
+                    else StageOperator(**common)
+                )
+                current.append(task)
+            for upstream in previous:
+                upstream.set_downstream(current)
+            previous = current
+    dag.fileloc = _caller_file()
+    return dag
+
+
+def _caller_file() -> str:
+    """The file of the first frame outside this package: the DAG file that called us.
+
+    Airflow records the file a DAG was created in (``fileloc``) and workers re-parse that
+    file; without this it would be this module.
+    """
+    package = str(Path(__file__).resolve().parent)
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not str(Path(name).resolve()).startswith(package + os.sep) and not name.startswith("<"):
+            return name
+        frame = frame.f_back
+    return ""
+
+
+# -- DAG -> Workflow ----------------------------------------------------------------------
+
+_derived: dict[int, tuple[weakref.ref[Any], Any, Workflow]] = {}
+
+
+def _stage_tasks(dag: Any) -> list[StageOperator]:
+    if not any(type(t).__module__.startswith(_OPERATORS_MODULE) for t in dag.tasks):
+        return []
+    from airflow_workflow_engine.operators.stage import StageOperator
+
+    return [t for t in dag.tasks if isinstance(t, StageOperator)]
+
+
+def _fingerprint(dag: Any) -> tuple[Any, ...]:
+    return tuple(sorted((t.task_id, tuple(sorted(t.upstream_task_ids))) for t in dag.tasks))
+
+
+def _layers(tasks: list[StageOperator]) -> tuple[dict[str, int], dict[str, set[str]]]:
+    """Each stage task's layer (longest chain of stage tasks above it) and its upstream stage
+    tasks (through any tasks in between)."""
+    ids = {t.task_id for t in tasks}
+    upstream = {
+        t.task_id: {u.task_id for u in t.get_flat_relatives(upstream=True)} & ids for t in tasks
+    }
+    layer: dict[str, int] = {}
+
+    def depth(task_id: str) -> int:
+        if task_id not in layer:
+            ups = upstream[task_id]
+            layer[task_id] = 1 + max(depth(u) for u in ups) if ups else 0
+        return layer[task_id]
+
+    for t in tasks:
+        depth(t.task_id)
+    return layer, upstream
+
+
+def _check_wiring(
+    dag_id: str,
+    tasks: list[StageOperator],
+    layer: dict[str, int],
+    upstream: dict[str, set[str]],
+) -> None:
+    by_stage = {t.stage.id: t for t in tasks}
+    for t in tasks:
+        for dep in t.stage.dependencies:
+            other = by_stage.get(dep)
+            if other is None:
+                raise WorkflowDefinitionError(
+                    f"DAG '{dag_id}': stage task '{t.task_id}' (stage '{t.stage.id}') depends on "
+                    f"stage '{dep}', which no stage task of this DAG runs. Add a task for it "
+                    f"upstream of '{t.task_id}'."
+                )
+            if other.task_id not in upstream[t.task_id]:
+                raise WorkflowDefinitionError(
+                    f"DAG '{dag_id}': stage task '{t.task_id}' (stage '{t.stage.id}') depends on "
+                    f"stage '{dep}', but task '{other.task_id}' is not upstream of it. Chain "
+                    f"them: {other.task_id} >> {t.task_id}."
+                )
+        for other in tasks:
+            if layer[other.task_id] < layer[t.task_id] and other.task_id not in upstream[t.task_id]:
+                raise WorkflowDefinitionError(
+                    f"DAG '{dag_id}': stage task '{t.task_id}' is in group "
+                    f"{layer[t.task_id] + 1} of the derived workflow, but stage task "
+                    f"'{other.task_id}' of group {layer[other.task_id] + 1} is not upstream of "
+                    "it; the engine runs groups in order, so chain them: "
+                    f"{other.task_id} >> {t.task_id}."
+                )
+
+
+class _AnyInput(BaseModel):
+    """Input of a derived workflow whose first stages take no input: any JSON object."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _field_name(stage_id: str) -> str:
+    name = re.sub(r"\W", "_", stage_id)
+    if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+        name = f"s_{name}"
+    return name
+
+
+def _io_models(
+    dag_id: str, groups: list[list[Stage[Any, Any, Any]]]
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    inputs = {s.input for s in groups[0] if s.input is not None}
+    if len(inputs) > 1:
+        names = ", ".join(sorted(m.__name__ for m in inputs))
+        raise WorkflowDefinitionError(
+            f"DAG '{dag_id}': the first stage tasks take different input models ({names}), so "
+            "the DAG run's conf cannot be validated against one; give them one input model, or "
+            "build a Workflow and pass workflow= to the stage operators."
+        )
+    input_model: type[BaseModel] = next(iter(inputs)) if inputs else _AnyInput
+    last = groups[-1]
+    if len(last) == 1:
+        return input_model, last[0].output
+    fields: dict[str, Any] = {_field_name(s.id): (s.output, Field(alias=s.id)) for s in last}
+    output: type[BaseModel] = create_model(
+        f"{_field_name(dag_id).title().replace('_', '')}Output",
+        __config__=ConfigDict(populate_by_name=True),
+        **fields,
+    )
+    return input_model, output
+
+
+def workflow_from_dag(dag: Any) -> Workflow:
+    """The workflow defined by the stage tasks of ``dag`` (cached per DAG and shape).
+
+    Stage tasks given an explicit ``workflow=`` must all name the same one, which is
+    returned. Raises :class:`WorkflowDefinitionError` naming the tasks to fix.
+    """
+    from airflow_workflow_engine.definitions.workflow import WorkflowBuilder
+
+    shape = _fingerprint(dag)
+    cached = _derived.get(id(dag))
+    if cached is not None and cached[0]() is dag and cached[1] == shape:
+        return cached[2]
+    dag_id = str(dag.dag_id)
+    tasks = _stage_tasks(dag)
+    if not tasks:
+        raise WorkflowDefinitionError(f"DAG '{dag_id}' has no stage tasks.")
+    explicit = {id(t._workflow): t._workflow for t in tasks if t._workflow is not None}
+    if explicit:
+        if len(explicit) > 1 or any(t._workflow is None for t in tasks):
+            raise WorkflowDefinitionError(
+                f"DAG '{dag_id}': its stage tasks mix workflows (some pass workflow=, others "
+                "another one or none); one DAG runs one workflow."
+            )
+        workflow = next(iter(explicit.values()))
+    else:
+        seen: dict[str, str] = {}
+        for t in tasks:
+            if t.stage.id in seen:
+                raise WorkflowDefinitionError(
+                    f"DAG '{dag_id}': tasks '{seen[t.stage.id]}' and '{t.task_id}' run the same "
+                    f"stage '{t.stage.id}'; a stage runs once per workflow run."
+                )
+            seen[t.stage.id] = t.task_id
+        layer, upstream = _layers(tasks)
+        _check_wiring(dag_id, tasks, layer, upstream)
+        groups: list[list[Stage[Any, Any, Any]]] = [[] for _ in range(max(layer.values()) + 1)]
+        for t in tasks:
+            groups[layer[t.task_id]].append(t.stage)
+        input_model, output_model = _io_models(dag_id, groups)
+        description = dag.description or (dag.doc_md if isinstance(dag.doc_md, str) else None)
+        builder = WorkflowBuilder(
+            dag_id,
+            getattr(dag, "dag_display_name", None) or dag_id,
+            description,
+            input=input_model,
+            output=output_model,
+        )
+        for group in groups:
+            if len(group) == 1:
+                builder.pipe(group[0])
+            else:
+                builder.parallel(group)
+        try:
+            workflow = builder.build()
+        except WorkflowDefinitionError as exc:
+            raise WorkflowDefinitionError(f"DAG '{dag_id}': {exc}") from None
+    key = id(dag)
+    _derived[key] = (weakref.ref(dag, lambda _: _derived.pop(key, None)), shape, workflow)
+    return workflow
+
+
+# -- cluster policy -----------------------------------------------------------------------
+
+
+def _policy_hook(fn: Any) -> Any:
+    try:
+        import pluggy
+    except ImportError:  # a worker with the task SDK only: the policy is not loaded there
+        return fn
+    return pluggy.HookimplMarker("airflow.policy")(fn)
+
+
+@_policy_hook
+def dag_policy(dag: Any) -> None:
+    """Airflow cluster policy: a DAG with stage tasks must define a valid workflow.
+
+    Registered through the ``airflow.policy`` entry point; raising makes the DAG file an
+    import error with this package's message. DAGs without stage tasks are not touched.
+    """
+    if _stage_tasks(dag):
+        workflow_from_dag(dag)

@@ -1,0 +1,215 @@
+"""``WorkflowEngineDBManager``: ``airflow db migrate`` creates and upgrades the ``wfe_`` tables.
+
+Airflow runs the DB managers that providers list under ``"db-managers"`` in
+``get_provider_info()`` (as the ``edge3`` and ``fab`` providers do) after migrating its own
+tables. This one applies the engine's own Alembic history
+(``airflow_workflow_engine/persistence/sql/migrations``, version table
+``wfe_alembic_version``, never Airflow's ``alembic_version``):
+
+- when the engine's database is configured (connection ``workflow_engine_default`` or
+  ``[workflow_engine] sql_alchemy_conn``) and is not Airflow's metadata database, there;
+- otherwise in Airflow's metadata database, on the migration's own connection, beside
+  Airflow's tables. Tasks then need ``[workflow_engine] sql_alchemy_conn`` (or the
+  connection) pointing at that same database: Airflow 3 hides its URL from them.
+
+Tables are always created by the migrations (never ``create_all``), so every database has
+walked the same history.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from airflow.utils.db_manager import BaseDBManager
+from sqlalchemy import Connection, MetaData, inspect, text
+from sqlalchemy.engine import URL, make_url
+
+from airflow_workflow_engine.persistence.sql.migrate import (
+    HEAD_REVISION,
+    MIGRATIONS_DIR,
+    alembic_config,
+    current_revision,
+    downgrade,
+    migrate,
+)
+from airflow_workflow_engine.persistence.sql.tables import VERSION_TABLE, metadata
+
+__all__ = ["WorkflowEngineDBManager"]
+
+logger = logging.getLogger(__name__)
+
+
+def _airflow_url() -> str:
+    from airflow import settings
+
+    return str(settings.SQL_ALCHEMY_CONN or "")
+
+
+def _same_database(a: str, b: str) -> bool:
+    """Whether two URLs name the same database (driver and password aside)."""
+    from airflow_workflow_engine.persistence.sql.engine import normalize_url
+
+    try:
+        x, y = normalize_url(a), normalize_url(b)
+    except Exception:
+        return False
+    if x.get_backend_name() != y.get_backend_name():
+        return False
+    if x.get_backend_name() == "sqlite":
+        return _sqlite_path(x) == _sqlite_path(y)
+    return (x.host, x.port or None, x.database, x.username) == (
+        y.host,
+        y.port or None,
+        y.database,
+        y.username,
+    )
+
+
+def _sqlite_path(url: URL) -> str:
+    return str(Path(url.database or "").expanduser().resolve())
+
+
+def configured_engine_url() -> str | None:
+    """The engine's database URL if one is configured, else ``None``."""
+    from airflow_workflow_engine.hooks.engine import (
+        EngineNotConfiguredError,
+        WorkflowEngineHook,
+        settings_from_config,
+    )
+
+    try:
+        return WorkflowEngineHook().get_settings().sql_url
+    except EngineNotConfiguredError:
+        return None
+    except Exception:
+        # The connection could not be looked up (secrets backend down...): the option may do.
+        logger.warning(
+            "Could not read the '%s' connection; using [workflow_engine] sql_alchemy_conn",
+            WorkflowEngineHook.default_conn_name,
+            exc_info=True,
+        )
+        settings = settings_from_config()
+        return settings.sql_url if settings else None
+
+
+class WorkflowEngineDBManager(BaseDBManager):
+    """Creates, upgrades and drops the workflow engine's ``wfe_`` tables for ``airflow db``."""
+
+    metadata: MetaData = metadata
+    version_table_name = VERSION_TABLE
+    migration_dir = MIGRATIONS_DIR.as_posix()
+    alembic_file = (MIGRATIONS_DIR / "alembic.ini").as_posix()  # unused: config built in code
+    supports_table_dropping = True
+    revision_heads_map: dict[str, str] = {"0.1.0": HEAD_REVISION}  # noqa: RUF012
+
+    # -- where ----------------------------------------------------------------------------
+    def _separate_url(self) -> str | None:
+        """The engine's own database URL when it is not Airflow's metadata database (looked
+        up once per manager: a connection lookup can take seconds)."""
+        if not hasattr(self, "_separate"):
+            url = configured_engine_url()
+            same = url is None or _same_database(url, _airflow_url())
+            self._separate: str | None = None if same else url
+        return self._separate
+
+    def _describe(self, url: str | None) -> str:
+        from airflow_workflow_engine.persistence.sql.engine import describe_url
+
+        return describe_url(make_url(url)) if url else "Airflow's metadata database"
+
+    # -- BaseDBManager --------------------------------------------------------------------
+    def get_alembic_config(self) -> Any:
+        return alembic_config(url=self._separate_url() or _airflow_url())
+
+    def get_current_revision(self) -> str | None:
+        url = self._separate_url()
+        if url is not None:
+            return current_revision(url)
+        revision: str | None = super().get_current_revision()  # type: ignore[no-untyped-call]
+        return revision
+
+    def create_db_from_orm(self) -> None:
+        self.upgradedb()
+
+    def initdb(self, use_migration_files: bool = False) -> None:
+        del use_migration_files
+        self.upgradedb()
+
+    def upgradedb(
+        self,
+        to_revision: str | None = None,
+        from_revision: str | None = None,
+        show_sql_only: bool = False,
+        use_migration_files: bool = False,
+    ) -> None:
+        del use_migration_files
+        target = to_revision or "head"
+        url = self._separate_url()
+        if show_sql_only:
+            self._offline("upgrade", f"{from_revision}:{target}" if from_revision else target, url)
+            return
+        self.log.info("Migrating the workflow engine's tables in %s", self._describe(url))
+        if url is not None:
+            migrate(url, target)
+        else:
+            self._on_session("upgrade", target)
+        self.log.info(
+            "The workflow engine's tables are at revision %s",
+            HEAD_REVISION if target == "head" else target,
+        )
+
+    def downgrade(
+        self, to_revision: str, from_revision: str | None = None, show_sql_only: bool = False
+    ) -> None:
+        url = self._separate_url()
+        if show_sql_only:
+            rev = f"{from_revision or HEAD_REVISION}:{to_revision}"
+            self._offline("downgrade", rev, url)
+            return
+        self.log.info("Downgrading the workflow engine's tables in %s", self._describe(url))
+        if url is not None:
+            downgrade(url, to_revision)
+        else:
+            self._on_session("downgrade", to_revision)
+
+    def drop_tables(self, connection: Connection) -> None:
+        """Drops the engine's tables from the database Airflow is resetting (only there)."""
+        present = set(inspect(connection).get_table_names())
+        ours = [t for t in self.metadata.sorted_tables if t.name in present]
+        for table in reversed(ours):
+            self.log.info("Dropping table %s", table.name)
+            table.drop(connection)
+        if VERSION_TABLE in present:
+            connection.execute(text(f"DROP TABLE {VERSION_TABLE}"))
+        url = self._separate_url()
+        if url is not None:
+            self.log.info(
+                "The workflow engine's tables in %s are left alone: `airflow db reset` only "
+                "resets Airflow's metadata database.",
+                self._describe(url),
+            )
+
+    # -- helpers --------------------------------------------------------------------------
+    def _on_session(self, direction: str, revision: str) -> None:
+        """Runs the migration on Airflow's own session connection, then commits it."""
+        from alembic import command
+
+        self._release_metadata_locks_if_needed()
+        connection = self.session.connection()
+        config = alembic_config(connection)
+        if direction == "upgrade":
+            command.upgrade(config, revision)
+        else:
+            command.downgrade(config, revision)
+        self.session.commit()
+
+    def _offline(self, direction: str, revision: str, url: str | None) -> None:
+        from alembic import command
+
+        config = alembic_config(url=url or _airflow_url())
+        if direction == "upgrade":
+            command.upgrade(config, revision, sql=True)
+        else:
+            command.downgrade(config, revision, sql=True)

@@ -1,0 +1,184 @@
+"""``AsyncBatchStageOperator``: an async-batch stage as a deferrable task.
+
+``execute`` runs the stage's ``execute`` once (it submits the batch job and returns
+``Suspended``); the task then defers to
+:class:`~airflow_workflow_engine.triggers.suspended.SuspendedStageTrigger`, which polls
+``check_completion`` from the triggerer, and resumes in :meth:`execute_complete` when the
+stage is done. With ``deferrable=False`` the task itself polls, sleeping between polls, with
+the same decision logic (:func:`~airflow_workflow_engine.triggers.suspended.poll_stage`).
+
+Nothing is submitted twice: a retry, a clear or a triggerer restart finds the stage SUSPENDED
+in the kernel, which answers ``job.execute`` with the stored suspension (``replayed``)
+instead of running ``execute`` again, and the task simply waits again.
+
+The triggerer has to import the workflow: see :mod:`airflow_workflow_engine.triggers.refs`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_workflow_engine.errors import WorkflowDefinitionError
+from airflow_workflow_engine.operators.stage import StageOperator, engine_errors
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_workflow_engine.definitions.workflow import Workflow
+    from airflow_workflow_engine.kernel.commands import JobExecuteResult
+    from airflow_workflow_engine.kernel.kernel import Kernel
+    from airflow_workflow_engine.triggers.suspended import PollEvent
+
+__all__ = ["AsyncBatchStageOperator"]
+
+#: Poll interval when the stage row does not record one.
+_DEFAULT_POLL_INTERVAL = 60.0
+
+
+class AsyncBatchStageOperator(StageOperator):
+    """Runs an async-batch stage: submit, wait (deferred, in the triggerer), complete.
+
+    :param deferrable: wait in the triggerer (default); ``False`` polls in the task.
+    :param poll_interval: longest wait between polls in seconds; default: the interval the
+        stage's ``Suspended`` asked for.
+    :param workflow_ref: import path ``"module:attribute"`` of the workflow (or of the DAG
+        it is derived from) for the triggerer; found automatically when the workflow is a
+        module-level attribute of an importable module.
+    """
+
+    template_fields: Sequence[str] = ("config",)
+    ui_color = "#fdf1d6"
+
+    def __init__(
+        self,
+        *,
+        deferrable: bool = True,
+        poll_interval: float | None = None,
+        workflow_ref: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not self.stage.is_async_batch:
+            raise TypeError(
+                f"Task '{self.task_id}': stage '{self.stage.id}' is a sync stage; run it with "
+                "StageOperator."
+            )
+        if poll_interval is not None and poll_interval <= 0:
+            raise ValueError("poll_interval must be > 0 seconds")
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.workflow_ref = workflow_ref
+        if deferrable and workflow_ref is None and self._workflow is not None:
+            # Fail at parse time, not after the batch job was submitted.
+            self._ref_or_error(self._workflow, None, WorkflowDefinitionError)
+
+    def _accepts_async_batch(self) -> bool:
+        return True
+
+    # -- waiting --------------------------------------------------------------------------
+    def _interval(self, kernel: Kernel, run_id: str) -> float:
+        if self.poll_interval is not None:
+            return self.poll_interval
+        rec = kernel.persistence.get_stage(run_id, self.stage.id)
+        return float(rec.poll_interval) if rec and rec.poll_interval else _DEFAULT_POLL_INTERVAL
+
+    def _ref_or_error(self, workflow: Workflow, dag: Any, error: type[Exception]) -> str:
+        from airflow_workflow_engine.triggers.refs import import_path_of
+
+        ref = import_path_of(workflow, dag)
+        if ref is None:
+            raise error(
+                f"Task '{self.task_id}' cannot defer: the triggerer must import workflow "
+                f"'{workflow.id}', but it is not a module-level attribute of an importable module "
+                "(it is defined in a DAG file or inside a function). Define it in a module the "
+                "workers and the triggerer can import (your package, or a module on their "
+                "PYTHONPATH) and pass workflow=, or pass workflow_ref='package.module:attribute', "
+                "or deferrable=False."
+            )
+        return ref
+
+    def resolve_workflow_ref(self) -> str:
+        """The import path the triggerer loads the workflow from."""
+        if self.workflow_ref:
+            return self.workflow_ref
+        derived = self._workflow is None
+        return self._ref_or_error(
+            self.workflow, self.dag if derived else None, AirflowFailException
+        )
+
+    def before_stage(self, workflow: Workflow) -> None:
+        if self.deferrable:
+            self.workflow_ref = self.resolve_workflow_ref()  # before the batch is submitted
+
+    def on_suspended(
+        self, kernel: Kernel, run_id: str, result: JobExecuteResult, context: Context
+    ) -> Any:
+        self.transition(kernel, run_id)  # the run is SUSPENDED when nothing else runs
+        interval = self._interval(kernel, run_id)
+        if not self.deferrable:
+            return self._wait_in_task(kernel, run_id, interval, context)
+        from airflow_workflow_engine.triggers.suspended import SuspendedStageTrigger
+
+        self.log.info(
+            "Stage '%s' is waiting for its batch job; deferring (poll every %.1fs)",
+            self.stage.id,
+            interval,
+        )
+        self.defer(
+            trigger=SuspendedStageTrigger(
+                workflow_run_id=run_id,
+                stage_id=self.stage.id,
+                workflow_ref=self.resolve_workflow_ref(),
+                dag_id=self.dag_id,
+                task_id=self.task_id,
+                poll_interval=interval,
+                conn_id=self.hook.get_settings().conn_id,
+            ),
+            method_name="execute_complete",
+        )
+
+    def _wait_in_task(self, kernel: Kernel, run_id: str, interval: float, context: Context) -> Any:
+        from airflow_workflow_engine.triggers.suspended import poll_stage
+
+        self.log.info(
+            "Stage '%s' is waiting for its batch job (poll every %.1fs)", self.stage.id, interval
+        )
+        while True:
+            with engine_errors(f"Cannot poll stage '{self.stage.id}'"):
+                decision = poll_stage(kernel, run_id, self.stage.id, interval)
+            if decision.status is not None:
+                return self._complete(kernel, decision.event(run_id, self.stage.id), context)
+            time.sleep(decision.wait_seconds)
+
+    # -- resuming -------------------------------------------------------------------------
+    def execute_complete(self, context: Context, event: PollEvent | None = None) -> Any:
+        """Resumes after the trigger fired: records the outcome through the kernel."""
+        if not event or "status" not in event:
+            raise AirflowFailException(f"Stage '{self.stage.id}': the trigger sent no outcome.")
+        kernel = self.get_kernel()
+        return self._complete(kernel, event, context)
+
+    def _complete(self, kernel: Kernel, event: PollEvent, context: Context) -> Any:
+        run_id, status, message = event["workflow_run_id"], event["status"], event["message"]
+        sid = self.stage.id
+        if status == "completed":
+            run_status = self.transition(kernel, run_id)
+            rec = kernel.persistence.get_stage(run_id, sid)
+            return self.summary(kernel, run_id, rec.attempt if rec else 0, run_status)
+        if status == "requeued":
+            # Ready without output: execute runs again, with ctx.resume_state, right here.
+            result = self.execute_stage(kernel, run_id, context)
+            return self.handle_result(kernel, run_id, result, context)
+        if status in ("failed", "timed_out"):
+            self.transition(kernel, run_id)
+            raise AirflowFailException(f"Stage '{sid}' {status.replace('_', ' ')}: {message}")
+        if status == "cancelled":
+            raise AirflowFailException(
+                f"Stage '{sid}': the wait ended because {message or 'the run was cancelled'}; "
+                "the task is not retried."
+            )
+        raise AirflowFailException(f"Stage '{sid}': waiting in the triggerer failed: {message}")

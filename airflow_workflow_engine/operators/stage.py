@@ -1,0 +1,358 @@
+"""``StageOperator``: one Airflow task runs one stage of a workflow through the kernel.
+
+On ``execute`` the operator
+
+1. creates the workflow run of this DAG run if it does not exist yet: ``run.create`` with the
+   idempotency key ``"<dag_id>/<run_id>"``, the DAG run's ``conf`` (merged over the DAG's params
+   that are fields of the input model) as input and every stage task's ``config``; bad input or
+   config fails the task with the validation message, naming the field, and writes nothing;
+2. starts the run (``run.claimPending``), a no-op when another stage task already did;
+3. dispatches ``job.execute`` with ``attempt`` = the task's try number and ``max_attempts`` =
+   its tries (``retries + 1``), so Airflow's retries are the stage's attempts;
+4. dispatches ``run.transition`` and returns a short summary, which goes to XCom.
+
+Retryable stage failures raise, so Airflow retries the task; a non-retryable failure, the last
+attempt's failure and a ghost (the run was cancelled while the stage ran, so its result was
+discarded) raise :class:`AirflowFailException`, so it does not. A duplicate delivery (a retry
+or a clear of a completed stage) returns the stored result without running the stage again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_workflow_engine.definitions.stage import Stage
+from airflow_workflow_engine.errors import WorkflowDefinitionError, WorkflowEngineError
+from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID, WorkflowEngineHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_workflow_engine.definitions.workflow import Workflow
+    from airflow_workflow_engine.kernel.commands import JobExecuteResult
+    from airflow_workflow_engine.kernel.kernel import Kernel
+
+__all__ = ["StageAttemptFailed", "StageOperator", "engine_errors"]
+
+logger = logging.getLogger(__name__)
+
+#: Characters of a stage output shown in the task's XCom summary.
+OUTPUT_PREVIEW_CHARS = 500
+#: How long a stage task waits for a concurrent ``run.create`` of the same DAG run.
+_CREATE_WAIT_SECONDS = 60.0
+
+
+class StageAttemptFailed(AirflowException):
+    """A stage attempt failed with a retryable error; Airflow retries the task."""
+
+
+@contextmanager
+def engine_errors(what: str) -> Iterator[None]:
+    """Non-retryable engine errors fail the task without retries; others propagate."""
+    try:
+        yield
+    except WorkflowEngineError as exc:
+        if getattr(exc, "retryable", True):
+            raise
+        raise AirflowFailException(f"{what}: {exc}") from exc
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, (list, tuple, set)):
+        return any(_has_template(v) for v in value)
+    return not isinstance(value, (int, float, bool, type(None)))
+
+
+class StageOperator(BaseOperator):
+    """Runs one stage of a workflow as an Airflow task.
+
+    :param stage: the stage to run (from ``define_stage``); ``task_id`` defaults to its id.
+    :param workflow: the workflow the stage belongs to. ``None``: derived from the DAG's stage
+        tasks (groups are the topological layers of the stage tasks; see
+        :func:`airflow_workflow_engine.dag.workflow_from_dag`).
+    :param config: the stage's config (a dict for its config model); templated.
+    :param conn_id: the ``workflow_engine`` connection (see :class:`WorkflowEngineHook`);
+        ``None`` uses only the ``[workflow_engine]`` config section.
+    """
+
+    template_fields: Sequence[str] = ("config",)
+    template_fields_renderers: ClassVar[dict[str, str]] = {"config": "json"}
+    shallow_copy_attrs: Sequence[str] = ("stage", "_workflow")
+    ui_color = "#e3ecfa"
+
+    def __init__(
+        self,
+        *,
+        stage: Stage[Any, Any, Any],
+        workflow: Workflow | None = None,
+        config: dict[str, Any] | None = None,
+        conn_id: str | None = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(stage, Stage):
+            raise TypeError(
+                f"{type(self).__name__}: stage must be a Stage (from define_stage or "
+                f"define_async_batch_stage), got {stage!r}."
+            )
+        kwargs.setdefault("task_id", stage.id)
+        super().__init__(**kwargs)
+        self.stage = stage
+        self._workflow = workflow
+        self.config = config
+        self.conn_id = conn_id
+        self._check_definition()
+
+    # -- definition checks (at DAG parse time) --------------------------------------------
+    def _check_definition(self) -> None:
+        stage = self.stage
+        if stage.is_async_batch and not self._accepts_async_batch():
+            raise WorkflowDefinitionError(
+                f"Task '{self.task_id}': stage '{stage.id}' is an async-batch stage; run it with "
+                "AsyncBatchStageOperator (airflow_workflow_engine.operators.batch)."
+            )
+        if self._workflow is not None:
+            known = self._workflow.get_stage(stage.id)  # StageNotFoundError names the stages
+            if known is not stage:
+                raise WorkflowDefinitionError(
+                    f"Task '{self.task_id}': workflow '{self._workflow.id}' has a different "
+                    f"stage object with id '{stage.id}'; pass the stage the workflow was built "
+                    "with."
+                )
+        if self.config is not None:
+            if not isinstance(self.config, Mapping):
+                raise WorkflowDefinitionError(
+                    f"Task '{self.task_id}': config must be a dict for the config model of stage "
+                    f"'{stage.id}', got {type(self.config).__name__}."
+                )
+            if not _has_template(self.config):
+                from airflow_workflow_engine.definitions.validation import validate_model
+                from airflow_workflow_engine.errors import ConfigValidationError
+
+                validate_model(
+                    stage.config,
+                    dict(self.config),
+                    ConfigValidationError,
+                    f"config of stage '{stage.id}' (task '{self.task_id}')",
+                )
+
+    def _accepts_async_batch(self) -> bool:
+        return False
+
+    # -- workflow and kernel --------------------------------------------------------------
+    @property
+    def workflow(self) -> Workflow:
+        """The workflow: the one given, or the one derived from the DAG's stage tasks."""
+        if self._workflow is not None:
+            return self._workflow
+        from airflow_workflow_engine.dag import workflow_from_dag
+
+        return workflow_from_dag(self.dag)
+
+    @cached_property
+    def hook(self) -> WorkflowEngineHook:
+        return WorkflowEngineHook(conn_id=self.conn_id)
+
+    def get_kernel(self) -> Kernel:
+        with engine_errors("The workflow engine is not usable"):
+            return self.hook.get_kernel(self.workflow)
+
+    # -- execute --------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        with engine_errors(f"Task '{self.task_id}' does not define a valid workflow"):
+            workflow = self.workflow
+        self.before_stage(workflow)
+        kernel = self.get_kernel()
+        run_id = self.ensure_run(kernel, workflow, context)
+        result = self.execute_stage(kernel, run_id, context)
+        return self.handle_result(kernel, run_id, result, context)
+
+    def before_stage(self, workflow: Workflow) -> None:
+        """Checks made before anything is written (subclasses add theirs)."""
+
+    def ensure_run(self, kernel: Kernel, workflow: Workflow, context: Context) -> str:
+        """Creates (once per DAG run) and starts the workflow run; returns its id."""
+        from airflow_workflow_engine.kernel.commands import RunClaimPending, RunCreate
+
+        dag_run = context["dag_run"]
+        key = f"{self.dag_id}/{dag_run.run_id}"
+        command = RunCreate(
+            workflow_id=workflow.id,
+            input=self._run_input(workflow, context),
+            config=self._run_config(workflow, context),
+            idempotency_key=key,
+            annotations=[self._trigger_annotation(context)],
+        )
+        created = self._dispatch_create(kernel, command, key)
+        with engine_errors(f"Cannot start workflow run {created.workflow_run_id}"):
+            kernel.dispatch(
+                RunClaimPending(
+                    workflow_run_id=created.workflow_run_id,
+                    worker_id=f"airflow:{self.dag_id}/{self.task_id}",
+                )
+            )
+        return str(created.workflow_run_id)
+
+    def _dispatch_create(self, kernel: Kernel, command: Any, key: str) -> Any:
+        from airflow_workflow_engine.errors import IdempotencyInProgressError
+
+        deadline = time.monotonic() + _CREATE_WAIT_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                with engine_errors(f"Cannot create the workflow run of DAG run '{key}'"):
+                    return kernel.dispatch(command)
+            except IdempotencyInProgressError:
+                # Another stage task of this DAG run is creating the run right now.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _run_input(self, workflow: Workflow, context: Context) -> dict[str, Any]:
+        """The DAG run's conf over the DAG params that are fields of the input model."""
+        fields = {fld.alias or name for name, fld in workflow.input.model_fields.items()}
+        params = context.get("params") or {}
+        data = {k: params[k] for k in list(params) if k in fields and params[k] is not None}
+        conf = context["dag_run"].conf or {}
+        if not isinstance(conf, Mapping):
+            raise AirflowFailException(
+                f"The DAG run's conf must be a JSON object (the input of workflow "
+                f"'{workflow.id}'), got {type(conf).__name__}."
+            )
+        data.update(conf)
+        return data
+
+    def _run_config(self, workflow: Workflow, context: Context) -> dict[str, Any]:
+        """Every stage task's config (rendered), keyed by stage id."""
+        config: dict[str, Any] = {}
+        for task in self.dag.tasks if self.has_dag() else [self]:  # type: ignore[no-untyped-call]
+            if not isinstance(task, StageOperator) or task.config is None:
+                continue
+            if task.stage.id not in workflow.stage_ids():
+                continue
+            value = (
+                task.config
+                if task is self
+                else task.render_template(task.config, context, task.get_template_env())
+            )
+            config[task.stage.id] = value
+        return config
+
+    def _trigger_annotation(self, context: Context) -> Any:
+        from airflow_workflow_engine.conventions import Trigger
+        from airflow_workflow_engine.definitions.annotations import Actor
+        from airflow_workflow_engine.kernel.commands import AnnotationSpec
+
+        dag_run = context["dag_run"]
+        attributes: dict[str, Any] = {
+            str(Trigger.source): "airflow",
+            str(Trigger.dag_id): self.dag_id,
+            str(Trigger.dag_run_id): dag_run.run_id,
+        }
+        user = getattr(dag_run, "triggering_user_name", None)
+        if user:
+            attributes[str(Trigger.user)] = user
+        return AnnotationSpec(actor=Actor(kind="system", id="airflow"), attributes=attributes)
+
+    def execute_stage(self, kernel: Kernel, run_id: str, context: Context) -> JobExecuteResult:
+        """``job.execute`` for this stage; the try number is the attempt."""
+        from airflow_workflow_engine.kernel.commands import JobExecute
+
+        ti = context["ti"]
+        max_tries = getattr(ti, "max_tries", None)
+        max_attempts = (max_tries if max_tries is not None else self.retries or 0) + 1
+        with engine_errors(f"Stage '{self.stage.id}' cannot run"):
+            result: JobExecuteResult = kernel.dispatch(
+                JobExecute(
+                    workflow_run_id=run_id,
+                    stage_id=self.stage.id,
+                    attempt=max(int(ti.try_number), 1),
+                    max_attempts=max(max_attempts, 1),
+                    worker_id=f"airflow:{self.dag_id}/{self.task_id}",
+                )
+            )
+        return result
+
+    def handle_result(
+        self, kernel: Kernel, run_id: str, result: JobExecuteResult, context: Context
+    ) -> Any:
+        """Maps the kernel's answer onto the task: return, retry, fail or wait."""
+        sid = self.stage.id
+        if result.ghost:
+            raise AirflowFailException(
+                f"Stage '{sid}': workflow run {run_id} was cancelled or failed while this "
+                "attempt ran, so its result was discarded (a ghost); the task is not retried."
+            )
+        if result.outcome == "completed":
+            status = self.transition(kernel, run_id)
+            return self.summary(kernel, run_id, result.attempt, status, replayed=result.replayed)
+        if result.outcome == "suspended":
+            return self.on_suspended(kernel, run_id, result, context)
+        if result.outcome == "failed":
+            if result.retry:
+                raise StageAttemptFailed(
+                    f"Stage '{sid}' attempt {result.attempt} failed: {result.error}. "
+                    "Airflow retries the task."
+                )
+            self.transition(kernel, run_id)
+            raise AirflowFailException(f"Stage '{sid}' failed: {result.error}")
+        raise AirflowFailException(
+            f"Stage '{sid}' did not run: workflow run {run_id} is no longer active "
+            f"({result.error or result.outcome})."
+        )
+
+    def on_suspended(
+        self, kernel: Kernel, run_id: str, result: JobExecuteResult, context: Context
+    ) -> Any:
+        raise AirflowFailException(
+            f"Stage '{self.stage.id}' suspended, but {type(self).__name__} cannot wait for it: "
+            "use AsyncBatchStageOperator."
+        )
+
+    def transition(self, kernel: Kernel, run_id: str) -> str:
+        """``run.transition``: completes or fails the run, or opens the next group."""
+        from airflow_workflow_engine.kernel.commands import RunTransition
+
+        with engine_errors(f"Cannot advance workflow run {run_id}"):
+            outcome = kernel.dispatch(RunTransition(workflow_run_id=run_id))
+        return str(outcome.status.value)
+
+    def summary(
+        self, kernel: Kernel, run_id: str, attempt: int, run_status: str, *, replayed: bool = False
+    ) -> dict[str, Any]:
+        """What goes to XCom: status, attempt, an output preview or its blob reference."""
+        rec = kernel.persistence.get_stage(run_id, self.stage.id)  # the raw row: no blob read
+        output_ref = rec.output_ref if rec is not None else None
+        preview: str | None = None
+        if rec is not None and output_ref is None and rec.output is not None:
+            text = json.dumps(rec.output, separators=(",", ":"), default=str)
+            if len(text) > OUTPUT_PREVIEW_CHARS:
+                text = text[:OUTPUT_PREVIEW_CHARS] + "..."
+            preview = text
+        metrics = dict(rec.metrics) if rec is not None else {}
+        return {
+            "workflow_run_id": run_id,
+            "stage_id": self.stage.id,
+            "status": rec.status.value if rec is not None else "UNKNOWN",
+            "attempt": attempt,
+            "replayed": replayed,
+            "run_status": run_status,
+            "output_preview": preview,
+            "output_ref": output_ref,
+            "metrics": {
+                k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None
+            },
+        }

@@ -1,0 +1,42 @@
+"""Airflow sensors over the kernel's state, deferrable by default:
+
+- :class:`~airflow_workflow_engine.sensors.stage.StageSensor`: a stage of a workflow run (of
+  this DAG or another) reaches a status;
+- :class:`~airflow_workflow_engine.sensors.stage.WorkflowRunSensor`: a workflow run does;
+- :class:`~airflow_workflow_engine.sensors.approval.ApprovalSensor`: a workflow run is approved
+  (or rejected) through an ``Approval`` annotation.
+
+Names load lazily, so a DAG file pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_workflow_engine.sensors.approval import ApprovalSensor, approve, reject
+    from airflow_workflow_engine.sensors.stage import StageSensor, WorkflowRunSensor
+
+__all__ = ["ApprovalSensor", "StageSensor", "WorkflowRunSensor", "approve", "reject"]
+
+_EXPORTS = {
+    "StageSensor": "airflow_workflow_engine.sensors.stage",
+    "WorkflowRunSensor": "airflow_workflow_engine.sensors.stage",
+    "ApprovalSensor": "airflow_workflow_engine.sensors.approval",
+    "approve": "airflow_workflow_engine.sensors.approval",
+    "reject": "airflow_workflow_engine.sensors.approval",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,137 @@
+"""``ApprovalSensor``: human in the loop. Waits for an ``Approval`` annotation on the run.
+
+Approving or rejecting is an annotation attached through the kernel (the CLI and the UI do
+the same later), with the keys of :class:`airflow_workflow_engine.conventions.Approval`::
+
+    kernel.annotations.attach(
+        workflow_run_id,
+        actor=Actor(kind="user", id="alice"),
+        attributes={"approval.status": "approved", "approval.comment": "looks right"},
+    )
+
+or, shorter, :func:`approve` / :func:`reject`. The newest ``approval.status`` of
+``approved`` or ``rejected`` decides: approved -> the task succeeds and returns the decision
+(approver, comment) to XCom; rejected -> the task fails, without retries, naming who rejected
+it and their comment. A run that fails or is cancelled before anyone decides fails the task
+too. With ``stage_id``, only approvals of that stage count (``approval.stage_id``, or the
+annotation's stage).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow_workflow_engine.sensors.stage import WorkflowStateSensor
+from airflow_workflow_engine.triggers.kernel_state import (
+    APPROVAL_PREFIX,
+    APPROVED,
+    REJECTED,
+    SensorEvent,
+    WaitKind,
+)
+
+if TYPE_CHECKING:
+    from airflow_workflow_engine.kernel.kernel import Kernel
+    from airflow_workflow_engine.kernel.records import AnnotationRecord
+
+__all__ = ["ApprovalSensor", "approve", "record_approval", "reject"]
+
+
+class ApprovalSensor(WorkflowStateSensor):
+    """Waits until the workflow run is approved (success) or rejected (failure).
+
+    :param key_prefix: the approval keys' prefix (templated); default ``"approval."``, so
+        the sensor reads ``approval.status``, ``approval.approver``, ``approval.comment`` and
+        ``approval.stage_id``. Use another prefix (``"approval.legal."``) for a second sign-off.
+    :param stage_id: only approvals of this stage count (templated); default: any.
+
+    Other parameters (the run, ``deferrable``, ``poke_interval``, ``timeout``...): see
+    :class:`~airflow_workflow_engine.sensors.stage.WorkflowStateSensor`.
+    """
+
+    template_fields: Sequence[str] = (
+        *WorkflowStateSensor.template_fields,
+        "key_prefix",
+        "stage_id",
+    )
+    ui_color = "#fbe7c6"
+    wait_kind: ClassVar[WaitKind] = "approval"
+
+    def __init__(
+        self, *, key_prefix: str = APPROVAL_PREFIX, stage_id: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.key_prefix = key_prefix
+        self.stage_id = stage_id
+        self._check_options()
+
+    def spec_options(self) -> dict[str, Any]:
+        return {"key_prefix": self.key_prefix, "stage_id": self.stage_id}
+
+    def failure_message(self, event: SensorEvent) -> str:
+        details = event["details"]
+        if event["observed"] == REJECTED:
+            comment = details.get("comment")
+            return (
+                f"Workflow run {event['workflow_run_id']} was rejected by "
+                f"{details.get('approver')}: "
+                + (f"{comment!r}" if comment else "no comment given")
+                + f" (task '{self.task_id}')."
+            )
+        return super().failure_message(event)
+
+
+def record_approval(
+    kernel: Kernel,
+    workflow_run_id: str,
+    *,
+    approved: bool,
+    approver: str,
+    comment: str | None = None,
+    stage_id: str | None = None,
+    key_prefix: str = APPROVAL_PREFIX,
+    actor_kind: str = "user",
+    idempotency_key: str | None = None,
+) -> list[AnnotationRecord]:
+    """Attaches an approval (or rejection) to a run, atomically; returns the rows written.
+
+    ``idempotency_key`` makes a repeated call (a double click) write nothing the second time.
+    """
+    from airflow_workflow_engine.conventions import Actor
+
+    if not approver:
+        raise ValueError("approver must name who decided.")
+    attributes: dict[str, Any] = {
+        f"{key_prefix}status": APPROVED if approved else REJECTED,
+        f"{key_prefix}approver": approver,
+    }
+    if comment:
+        attributes[f"{key_prefix}comment"] = comment
+    if stage_id:
+        attributes[f"{key_prefix}stage_id"] = stage_id
+    return kernel.annotations.attach(
+        workflow_run_id,
+        actor=Actor(kind=actor_kind, id=approver),
+        attributes=attributes,
+        idempotency_key=idempotency_key or uuid.uuid4().hex,
+    )
+
+
+def approve(
+    kernel: Kernel, workflow_run_id: str, approver: str, comment: str | None = None, **kw: Any
+) -> list[AnnotationRecord]:
+    """Approves a run (see :func:`record_approval`)."""
+    return record_approval(
+        kernel, workflow_run_id, approved=True, approver=approver, comment=comment, **kw
+    )
+
+
+def reject(
+    kernel: Kernel, workflow_run_id: str, approver: str, comment: str | None = None, **kw: Any
+) -> list[AnnotationRecord]:
+    """Rejects a run (see :func:`record_approval`)."""
+    return record_approval(
+        kernel, workflow_run_id, approved=False, approver=approver, comment=comment, **kw
+    )

@@ -1,0 +1,519 @@
+"""``KernelStateTrigger``: the sensors wait in the triggerer until the kernel's rows say so.
+
+One trigger serves the three sensors (:mod:`airflow_workflow_engine.sensors`). What it waits
+for is a :class:`WaitSpec`:
+
+- ``kind="stage"``: a stage of a workflow run reaches one of ``target_statuses``;
+- ``kind="run"``: the workflow run itself does;
+- ``kind="approval"``: an ``Approval`` annotation (``approval.status`` = ``approved`` or
+  ``rejected``) is attached to the run.
+
+The run is named by its id, or by the DAG run that created it: its idempotency key is
+``"<dag_id>/<run_id>"`` (see :class:`~airflow_workflow_engine.operators.stage.StageOperator`).
+A run that does not exist yet is waited for.
+
+The decision is :func:`check`, a plain function over the kernel's persistence shared by the
+trigger and the sensors' poke mode (``deferrable=False``). The trigger calls it in a worker
+thread (``asyncio.to_thread``) at ``poll_interval``, serializes only ids and primitives (and
+the connection id, never the URL), carries an absolute ``deadline`` so a triggerer restart does
+not extend the wait, and yields exactly one :class:`SensorEvent` whose ``status`` is
+
+- ``success``: the condition holds (approved, the stage or run reached a target status);
+- ``failed``: it never will (a failed status, a rejection, a run that ended first);
+- ``timed_out``: the deadline passed;
+- ``error``: the trigger could not work (engine not configured, unknown run id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast, get_args
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_workflow_engine.errors import WorkflowEngineError
+from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
+
+if TYPE_CHECKING:
+    from airflow_workflow_engine.kernel.ports import Persistence
+    from airflow_workflow_engine.kernel.records import AnnotationRecord, RunRecord
+
+__all__ = [
+    "APPROVAL_PREFIX",
+    "APPROVED",
+    "DEFAULT_FAILED",
+    "DEFAULT_TARGETS",
+    "REJECTED",
+    "STATUS_NAMES",
+    "ApprovalDecision",
+    "KernelStateTrigger",
+    "SensorEvent",
+    "SensorStatus",
+    "Verdict",
+    "WaitKind",
+    "WaitSpec",
+    "check",
+    "find_run_by_key",
+    "latest_approval",
+    "run_key",
+]
+
+logger = logging.getLogger(__name__)
+
+WaitKind = Literal["stage", "run", "approval"]
+SensorStatus = Literal["success", "failed", "timed_out", "error"]
+
+#: The key prefix of the ``Approval`` convention (``approval.status``, ``approval.approver``...).
+APPROVAL_PREFIX = "approval."
+APPROVED = "approved"
+REJECTED = "rejected"
+
+#: The kernel's statuses (``kernel.status.Status``), spelled out: importing the kernel package
+#: here would cost every DAG file that uses a sensor.
+STATUS_NAMES = frozenset(
+    {"PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "FAILED", "CANCELLED", "SKIPPED"}
+)
+DEFAULT_TARGETS: tuple[str, ...] = ("COMPLETED",)
+DEFAULT_FAILED: tuple[str, ...] = ("FAILED", "CANCELLED")
+
+
+def run_key(dag_id: str, run_id: str) -> str:
+    """The idempotency key of the workflow run a DAG run creates (``run.create``)."""
+    return f"{dag_id}/{run_id}"
+
+
+def _statuses(values: Iterable[str] | str, what: str) -> tuple[str, ...]:
+    items = (values,) if isinstance(values, str) else tuple(values)
+    out = []
+    for value in items:
+        name = str(getattr(value, "value", value)).upper()
+        if name not in STATUS_NAMES:
+            raise ValueError(
+                f"{what}: {value!r} is not a workflow status; use {sorted(STATUS_NAMES)}."
+            )
+        out.append(name)
+    return tuple(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class WaitSpec:
+    """What a sensor waits for. ``workflow_run_id``, or ``dag_id`` + ``run_id`` (the DAG run
+    whose workflow run it is), names the run."""
+
+    kind: WaitKind
+    workflow_run_id: str | None = None
+    dag_id: str | None = None
+    run_id: str | None = None
+    stage_id: str | None = None
+    target_statuses: tuple[str, ...] = DEFAULT_TARGETS
+    failed_statuses: tuple[str, ...] = DEFAULT_FAILED
+    key_prefix: str = APPROVAL_PREFIX
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(WaitKind):
+            raise ValueError(f"kind must be one of {get_args(WaitKind)}, got {self.kind!r}")
+        if not self.workflow_run_id and not (self.dag_id and self.run_id):
+            raise ValueError(
+                "Name the workflow run: workflow_run_id, or the dag_id and run_id of the DAG "
+                "run that created it."
+            )
+        if self.kind == "stage" and not self.stage_id:
+            raise ValueError("A stage wait needs stage_id.")
+        if not self.key_prefix:
+            raise ValueError("key_prefix must not be empty (the convention is 'approval.').")
+        targets = _statuses(self.target_statuses, "target_statuses")
+        failed = _statuses(self.failed_statuses, "failed_statuses")
+        if not targets:
+            raise ValueError("target_statuses must name at least one status.")
+        both = sorted(set(targets) & set(failed))
+        if both:
+            raise ValueError(f"{both} cannot be both a target and a failed status.")
+        object.__setattr__(self, "target_statuses", targets)
+        object.__setattr__(self, "failed_statuses", failed)
+
+    @property
+    def idempotency_key(self) -> str | None:
+        if self.dag_id and self.run_id:
+            return run_key(self.dag_id, self.run_id)
+        return None
+
+    def describe_run(self) -> str:
+        if self.workflow_run_id:
+            return f"workflow run {self.workflow_run_id}"
+        return f"the workflow run of DAG run {self.idempotency_key}"
+
+    def describe(self) -> str:
+        run = self.describe_run()
+        if self.kind == "stage":
+            return f"stage '{self.stage_id}' of {run} to be {'/'.join(self.target_statuses)}"
+        if self.kind == "run":
+            return f"{run} to be {'/'.join(self.target_statuses)}"
+        scope = f" of stage '{self.stage_id}'" if self.stage_id else ""
+        return f"an approval{scope} ({self.key_prefix}status) on {run}"
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """JSON primitives only (what a trigger serializes)."""
+        return {
+            "kind": self.kind,
+            "workflow_run_id": self.workflow_run_id,
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "stage_id": self.stage_id,
+            "target_statuses": list(self.target_statuses),
+            "failed_statuses": list(self.failed_statuses),
+            "key_prefix": self.key_prefix,
+        }
+
+
+class SensorEvent(TypedDict):
+    """The payload of the trigger's one event (and a sensor's XCom value on success)."""
+
+    status: SensorStatus
+    kind: WaitKind
+    workflow_run_id: str | None
+    stage_id: str | None
+    #: The status seen: the stage's or run's, or the approval's (``approved``/``rejected``).
+    observed: str | None
+    message: str
+    #: For approvals: ``approver``, ``comment``, ``stage_id``, ``at`` (ISO timestamp).
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One check's answer: a terminal ``status``, or ``None`` to keep waiting."""
+
+    status: SensorStatus | None
+    message: str
+    workflow_run_id: str | None = None
+    observed: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def event(self, spec: WaitSpec) -> SensorEvent:
+        assert self.status is not None
+        return SensorEvent(
+            status=self.status,
+            kind=spec.kind,
+            workflow_run_id=self.workflow_run_id or spec.workflow_run_id,
+            stage_id=spec.stage_id,
+            observed=self.observed,
+            message=self.message,
+            details=dict(self.details),
+        )
+
+
+# -- finding the run ----------------------------------------------------------------------
+
+
+def find_run_by_key(persistence: Persistence, key: str) -> RunRecord | None:
+    """The workflow run created with idempotency key ``key`` (newest first), or ``None``.
+
+    Uses the port's ``get_run_by_idempotency_key`` when the adapter has it; otherwise one
+    query on ``wfe_workflow_runs`` for the SQL store, or a scan of ``list_runs`` (in memory).
+    """
+    finder = getattr(persistence, "get_run_by_idempotency_key", None)
+    if callable(finder):
+        return cast("RunRecord | None", finder(key))
+    try:
+        from airflow_workflow_engine.persistence.sql.store import SqlPersistence
+    except ImportError:  # no SQLAlchemy: not a SQL store
+        pass
+    else:
+        if isinstance(persistence, SqlPersistence):
+            return _sql_run_by_key(persistence, key)
+    runs = [r for r in persistence.list_runs(limit=1_000_000) if r.idempotency_key == key]
+    return max(runs, key=lambda r: r.created_at) if runs else None
+
+
+def _sql_run_by_key(store: Any, key: str) -> RunRecord | None:
+    from sqlalchemy import exc, select
+
+    from airflow_workflow_engine.kernel.records import RunRecord
+    from airflow_workflow_engine.persistence.sql.errors import translate_error
+    from airflow_workflow_engine.persistence.sql.tables import workflow_runs as t
+
+    query = select(t).where(t.c.idempotency_key == key).order_by(t.c.created_at.desc()).limit(1)
+    try:
+        with store.engine.connect() as conn:
+            row = conn.execute(query).mappings().one_or_none()
+    except (exc.DBAPIError, exc.TimeoutError) as err:
+        raise translate_error(err, store.engine.url) from err
+    return None if row is None else RunRecord.model_validate(dict(row))
+
+
+def _find_run(persistence: Persistence, spec: WaitSpec) -> RunRecord | Verdict:
+    if spec.workflow_run_id:
+        run = persistence.get_run(spec.workflow_run_id)
+        if run is None:
+            return Verdict("error", f"workflow run {spec.workflow_run_id} does not exist.")
+        return run
+    key = spec.idempotency_key
+    assert key is not None
+    run = find_run_by_key(persistence, key)
+    if run is None:
+        return Verdict(None, f"DAG run {key} has no workflow run yet")
+    return run
+
+
+# -- approvals ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    """The newest approval (or rejection) on a run."""
+
+    status: str
+    approver: str
+    comment: str | None
+    stage_id: str | None
+    at: datetime
+    actor_kind: str
+
+    @property
+    def approved(self) -> bool:
+        return self.status == APPROVED
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "approver": self.approver,
+            "comment": self.comment,
+            "stage_id": self.stage_id,
+            "at": self.at.isoformat(),
+            "actor_kind": self.actor_kind,
+        }
+
+
+def _group(note: AnnotationRecord) -> tuple[str, str, str | None, datetime]:
+    # One kernel.annotations.attach(...) call writes its attributes with one actor, one
+    # timestamp and one idempotency key: that is how a status finds its approver and comment.
+    return (note.actor.kind, note.actor.id, note.idempotency_key, note.created_at)
+
+
+def latest_approval(
+    notes: Sequence[AnnotationRecord],
+    key_prefix: str = APPROVAL_PREFIX,
+    stage_id: str | None = None,
+) -> ApprovalDecision | None:
+    """The newest ``<prefix>status`` of ``approved``/``rejected`` among ``notes`` (in the
+    order they were written), with the approver and comment attached with it. With
+    ``stage_id``, only approvals of that stage count."""
+    status_key = f"{key_prefix}status"
+    decision: ApprovalDecision | None = None
+    for note in notes:
+        if note.key != status_key:
+            continue
+        value = str(note.value).strip().lower() if note.value is not None else ""
+        if value not in (APPROVED, REJECTED):
+            continue
+        siblings = {n.key: n.value for n in notes if _group(n) == _group(note)}
+        scope = siblings.get(f"{key_prefix}stage_id") or note.stage_id
+        if stage_id is not None and scope != stage_id:
+            continue
+        comment = siblings.get(f"{key_prefix}comment")
+        decision = ApprovalDecision(
+            status=value,
+            approver=str(siblings.get(f"{key_prefix}approver") or note.actor.id),
+            comment=None if comment in (None, "") else str(comment),
+            stage_id=None if scope is None else str(scope),
+            at=note.created_at,
+            actor_kind=note.actor.kind,
+        )
+    return decision
+
+
+# -- the check ----------------------------------------------------------------------------
+
+
+def _check_stage(persistence: Persistence, spec: WaitSpec, run: RunRecord) -> Verdict:
+    assert spec.stage_id is not None
+    rec = persistence.get_stage(run.id, spec.stage_id)
+    observed = rec.status.value if rec is not None else None
+    if observed in spec.target_statuses:
+        return Verdict("success", f"stage '{spec.stage_id}' is {observed}", run.id, observed)
+    if observed in spec.failed_statuses:
+        error = f": {rec.error_message}" if rec is not None and rec.error_message else ""
+        return Verdict("failed", f"stage '{spec.stage_id}' is {observed}{error}", run.id, observed)
+    if run.status.is_terminal:
+        state = observed or "not started"
+        return Verdict(
+            "failed",
+            f"workflow run {run.id} is {run.status.value} and stage '{spec.stage_id}' is {state}; "
+            f"it will not become {'/'.join(spec.target_statuses)}",
+            run.id,
+            observed,
+        )
+    return Verdict(
+        None, f"stage '{spec.stage_id}' is {observed or 'not started'}", run.id, observed
+    )
+
+
+def _check_run(spec: WaitSpec, run: RunRecord) -> Verdict:
+    observed = run.status.value
+    if observed in spec.target_statuses:
+        return Verdict("success", f"workflow run {run.id} is {observed}", run.id, observed)
+    if observed in spec.failed_statuses or run.status.is_terminal:
+        error = f": {run.error_message}" if run.error_message else ""
+        return Verdict("failed", f"workflow run {run.id} is {observed}{error}", run.id, observed)
+    return Verdict(None, f"workflow run {run.id} is {observed}", run.id, observed)
+
+
+def _check_approval(persistence: Persistence, spec: WaitSpec, run: RunRecord) -> Verdict:
+    notes = persistence.list_annotations(run.id, key_prefix=spec.key_prefix)
+    decision = latest_approval(notes, spec.key_prefix, spec.stage_id)
+    if decision is not None:
+        comment = f": {decision.comment}" if decision.comment else " (no comment)"
+        verb = "approved" if decision.approved else "rejected"
+        return Verdict(
+            "success" if decision.approved else "failed",
+            f"workflow run {run.id} was {verb} by {decision.approver}{comment}",
+            run.id,
+            decision.status,
+            decision.details(),
+        )
+    if run.status.value in ("FAILED", "CANCELLED"):
+        error = f" ({run.error_message})" if run.error_message else ""
+        return Verdict(
+            "failed",
+            f"workflow run {run.id} is {run.status.value}{error} and was never approved",
+            run.id,
+            None,
+        )
+    return Verdict(None, f"workflow run {run.id} awaits approval", run.id, None)
+
+
+def check(persistence: Persistence, spec: WaitSpec) -> Verdict:
+    """Reads the kernel's rows once and says whether the wait is over (no writes)."""
+    found = _find_run(persistence, spec)
+    if isinstance(found, Verdict):
+        return found
+    if spec.kind == "stage":
+        return _check_stage(persistence, spec, found)
+    if spec.kind == "run":
+        return _check_run(spec, found)
+    return _check_approval(persistence, spec, found)
+
+
+# -- the trigger --------------------------------------------------------------------------
+
+
+def _persistence_for(settings: Any) -> Persistence:
+    from airflow_workflow_engine.hooks.engine import kernel_for
+
+    return kernel_for(settings).persistence
+
+
+class KernelStateTrigger(BaseTrigger):
+    """Polls the kernel's rows until a :class:`WaitSpec` is met, fails or times out.
+
+    :param kind: ``"stage"``, ``"run"`` or ``"approval"``.
+    :param workflow_run_id: the run; or ``dag_id`` + ``run_id`` of the DAG run that created it.
+    :param stage_id: the stage (``kind="stage"``; for approvals, only that stage's approvals).
+    :param target_statuses: statuses that end the wait successfully.
+    :param failed_statuses: statuses that end it as a failure.
+    :param key_prefix: the approval keys' prefix (``"approval."``).
+    :param poll_interval: seconds between checks.
+    :param timeout: seconds from now until a ``timed_out`` event; or ``deadline``.
+    :param deadline: the absolute deadline (UNIX time), what ``serialize()`` keeps.
+    :param conn_id: the ``workflow_engine`` connection; ``None``: ``[workflow_engine]`` only.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: WaitKind,
+        workflow_run_id: str | None = None,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+        stage_id: str | None = None,
+        target_statuses: Sequence[str] = DEFAULT_TARGETS,
+        failed_statuses: Sequence[str] = DEFAULT_FAILED,
+        key_prefix: str = APPROVAL_PREFIX,
+        poll_interval: float = 60.0,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        conn_id: str | None = DEFAULT_CONN_ID,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be > 0 seconds")
+        self.spec = WaitSpec(
+            kind=kind,
+            workflow_run_id=workflow_run_id,
+            dag_id=dag_id,
+            run_id=run_id,
+            stage_id=stage_id,
+            target_statuses=tuple(target_statuses),
+            failed_statuses=tuple(failed_statuses),
+            key_prefix=key_prefix,
+        )
+        self.poll_interval = float(poll_interval)
+        if deadline is None and timeout is not None:
+            deadline = time.time() + float(timeout)
+        self.deadline = None if deadline is None else float(deadline)
+        self.conn_id = conn_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                **self.spec.to_kwargs(),
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "conn_id": self.conn_id,
+            },
+        )
+
+    def _event(self, verdict: Verdict) -> TriggerEvent:
+        return TriggerEvent(dict(verdict.event(self.spec)))  # type: ignore[no-untyped-call]
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
+
+        try:
+            settings = await WorkflowEngineHook(conn_id=self.conn_id).aget_settings()
+            persistence = await asyncio.to_thread(_persistence_for, settings)
+        except Exception as exc:
+            logger.exception("cannot wait for %s", self.spec.describe())
+            yield self._event(Verdict("error", f"{type(exc).__name__}: {exc}"))
+            return
+        logger.info(
+            "waiting for %s (every %.1fs) in the %s",
+            self.spec.describe(),
+            self.poll_interval,
+            settings.describe_database(),
+        )
+        last = ""
+        while True:
+            try:
+                verdict = await asyncio.to_thread(check, persistence, self.spec)
+            except WorkflowEngineError as exc:
+                if not getattr(exc, "retryable", True):
+                    yield self._event(Verdict("error", f"{type(exc).__name__}: {exc}"))
+                    return
+                verdict = Verdict(None, f"check failed, retrying: {exc}")
+            except Exception as exc:  # the database hiccuped: keep waiting
+                verdict = Verdict(None, f"check failed, retrying: {type(exc).__name__}: {exc}")
+            if verdict.status is not None:
+                logger.info("%s: %s (%s)", self.spec.describe(), verdict.status, verdict.message)
+                yield self._event(verdict)
+                return
+            if verdict.message != last:
+                logger.info("still waiting: %s", verdict.message)
+                last = verdict.message
+            wait = self.poll_interval
+            if self.deadline is not None:
+                remaining = self.deadline - time.time()
+                if remaining <= 0:
+                    message = f"timed out waiting for {self.spec.describe()} ({verdict.message})"
+                    logger.info(message)
+                    yield self._event(
+                        Verdict("timed_out", message, verdict.workflow_run_id, verdict.observed)
+                    )
+                    return
+                wait = min(wait, remaining)
+            await asyncio.sleep(wait)

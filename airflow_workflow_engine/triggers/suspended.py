@@ -1,0 +1,233 @@
+"""``SuspendedStageTrigger``: waits in the triggerer until a suspended batch stage is done.
+
+The trigger dispatches ``stage.pollSuspended`` for one stage (the kernel calls the stage's
+``check_completion``, enforces ``max_wait`` and commits the answer) at the stage's poll
+interval, in a worker thread (``asyncio.to_thread``) so the triggerer's event loop never
+blocks. It yields exactly one :class:`TriggerEvent` whose payload is a :class:`PollEvent`
+dict with a ``status``:
+
+- ``completed``: the stage completed with the batch's output;
+- ``requeued``: the batch is ready without output, ``execute`` must run again (with
+  ``ctx.resume_state``) on a worker;
+- ``failed`` / ``timed_out``: the stage failed (no retry) or waited past ``max_wait``;
+- ``cancelled``: the run was cancelled or failed meanwhile (the answer was discarded);
+- ``error``: the trigger could not work (workflow not importable, engine not configured).
+
+The state lives in the kernel, not in the trigger: a restarted triggerer rebuilds the trigger
+from its serialized ids and simply polls again, and a stage that another triggerer already
+finished is reported from its row. Nothing is submitted again: the batch job was submitted by
+``execute`` once, and the kernel replays a suspended stage's ``job.execute`` instead of running
+it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timezone
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_workflow_engine.errors import WorkflowEngineError
+from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
+
+if TYPE_CHECKING:
+    from airflow_workflow_engine.hooks.engine import EngineSettings
+    from airflow_workflow_engine.kernel.kernel import Kernel
+
+__all__ = ["PollDecision", "PollEvent", "PollStatus", "SuspendedStageTrigger", "poll_stage"]
+
+logger = logging.getLogger(__name__)
+
+PollStatus = Literal["completed", "requeued", "failed", "timed_out", "cancelled", "error"]
+
+#: Shortest sleep between polls, so a clock mismatch never turns into a busy loop.
+MIN_SLEEP_SECONDS = 0.2
+
+
+class PollEvent(TypedDict):
+    """The payload of the trigger's one event."""
+
+    status: PollStatus
+    workflow_run_id: str
+    stage_id: str
+    message: str | None
+
+
+@dataclass(frozen=True)
+class PollDecision:
+    """One poll's verdict: a terminal ``status``, or ``None`` and how long to wait."""
+
+    status: PollStatus | None
+    message: str | None = None
+    wait_seconds: float = 0.0
+
+    def event(self, workflow_run_id: str, stage_id: str) -> PollEvent:
+        assert self.status is not None
+        return PollEvent(
+            status=self.status,
+            workflow_run_id=workflow_run_id,
+            stage_id=stage_id,
+            message=self.message,
+        )
+
+
+_FINISHED_OUTCOMES: dict[str, PollStatus] = {
+    "completed": "completed",
+    "requeued": "requeued",
+    "failed": "failed",
+    "timed_out": "timed_out",
+}
+
+
+def poll_stage(
+    kernel: Kernel, workflow_run_id: str, stage_id: str, poll_interval: float
+) -> PollDecision:
+    """Polls one suspended stage once (when due) and says what happened.
+
+    Shared by the trigger and the operator's sync fallback (``deferrable=False``).
+    """
+    from airflow_workflow_engine.kernel.commands import StagePollSuspended
+    from airflow_workflow_engine.kernel.status import Status
+
+    result = kernel.dispatch(
+        StagePollSuspended(workflow_run_id=workflow_run_id, stage_id=stage_id, max_checks=1)
+    )
+    for outcome in result.outcomes:
+        if outcome.stage_id == stage_id and outcome.outcome in _FINISHED_OUTCOMES:
+            return PollDecision(_FINISHED_OUTCOMES[outcome.outcome], outcome.error)
+    rec = kernel.persistence.get_stage(workflow_run_id, stage_id)
+    if rec is None:
+        return PollDecision(
+            "cancelled", f"stage '{stage_id}' of run {workflow_run_id} no longer exists (rerun?)"
+        )
+    by_status: dict[Status, PollStatus] = {
+        Status.COMPLETED: "completed",
+        Status.PENDING: "requeued",
+        Status.FAILED: "failed",
+        Status.CANCELLED: "cancelled",
+        Status.SKIPPED: "cancelled",
+    }
+    if rec.status in by_status:
+        return PollDecision(by_status[rec.status], rec.error_message)
+    if rec.status != Status.SUSPENDED:
+        return PollDecision("error", f"stage '{stage_id}' is {rec.status.value}, not SUSPENDED")
+    run = kernel.persistence.get_run(workflow_run_id)
+    if run is None or run.status.is_terminal:
+        state = run.status.value if run else "gone"
+        return PollDecision("cancelled", f"workflow run {workflow_run_id} is {state}")
+    now = kernel.now()
+    due = rec.next_poll_at or now
+    if due.tzinfo is None:
+        due = due.replace(tzinfo=timezone.utc)
+    wait = (due - now).total_seconds()
+    return PollDecision(None, wait_seconds=min(max(wait, MIN_SLEEP_SECONDS), poll_interval))
+
+
+def _kernel_for(settings: EngineSettings, workflow_ref: str) -> Kernel:
+    from airflow_workflow_engine.hooks.engine import kernel_for
+    from airflow_workflow_engine.triggers.refs import load_workflow
+
+    return kernel_for(settings, load_workflow(workflow_ref))
+
+
+class SuspendedStageTrigger(BaseTrigger):
+    """Polls a suspended stage until it completes, fails, times out or is re-queued.
+
+    :param workflow_run_id: the kernel's workflow run id.
+    :param stage_id: the suspended stage.
+    :param workflow_ref: import path ``"module:attribute"`` of the workflow (or of the DAG it
+        is derived from); see :mod:`airflow_workflow_engine.triggers.refs`.
+    :param dag_id: the DAG (for logs).
+    :param task_id: the task (for logs).
+    :param poll_interval: longest wait between polls, in seconds (the stage's interval).
+    :param conn_id: the ``workflow_engine`` connection the task used; ``None`` when the task
+        found none and used ``[workflow_engine]`` (looking up a missing connection from the
+        triggerer takes seconds).
+    """
+
+    def __init__(
+        self,
+        *,
+        workflow_run_id: str,
+        stage_id: str,
+        workflow_ref: str,
+        dag_id: str | None = None,
+        task_id: str | None = None,
+        poll_interval: float = 60.0,
+        conn_id: str | None = DEFAULT_CONN_ID,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be > 0 seconds")
+        self.workflow_run_id = workflow_run_id
+        self.stage_id = stage_id
+        self.workflow_ref = workflow_ref
+        self.dag_id = dag_id
+        self.task_id = task_id
+        self.poll_interval = float(poll_interval)
+        self.conn_id = conn_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "workflow_run_id": self.workflow_run_id,
+                "stage_id": self.stage_id,
+                "workflow_ref": self.workflow_ref,
+                "dag_id": self.dag_id,
+                "task_id": self.task_id,
+                "poll_interval": self.poll_interval,
+                "conn_id": self.conn_id,
+            },
+        )
+
+    def _event(self, status: PollStatus, message: str | None) -> TriggerEvent:
+        payload = dict(PollDecision(status, message).event(self.workflow_run_id, self.stage_id))
+        return TriggerEvent(payload)  # type: ignore[no-untyped-call]
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
+
+        try:
+            settings = await WorkflowEngineHook(conn_id=self.conn_id).aget_settings()
+            kernel = await asyncio.to_thread(_kernel_for, settings, self.workflow_ref)
+        except Exception as exc:
+            logger.exception("stage %s: cannot set up polling", self.stage_id)
+            yield self._event("error", f"{type(exc).__name__}: {exc}")
+            return
+        logger.info(
+            "polling stage %s of workflow run %s (every <= %.1fs) in the %s",
+            self.stage_id,
+            self.workflow_run_id,
+            self.poll_interval,
+            settings.describe_database(),
+        )
+        while True:
+            try:
+                decision = await asyncio.to_thread(
+                    poll_stage, kernel, self.workflow_run_id, self.stage_id, self.poll_interval
+                )
+            except WorkflowEngineError as exc:
+                if not getattr(exc, "retryable", True):
+                    yield self._event("error", f"{type(exc).__name__}: {exc}")
+                    return
+                logger.warning("stage %s: poll failed, retrying: %s", self.stage_id, exc)
+                decision = PollDecision(None, wait_seconds=self.poll_interval)
+            except Exception as exc:  # the database hiccuped: keep waiting
+                logger.warning("stage %s: poll failed, retrying: %s", self.stage_id, exc)
+                decision = PollDecision(None, wait_seconds=self.poll_interval)
+            if decision.status is not None:
+                logger.info(
+                    "stage %s of run %s: %s %s",
+                    self.stage_id,
+                    self.workflow_run_id,
+                    decision.status,
+                    decision.message or "",
+                )
+                yield self._event(decision.status, decision.message)
+                return
+            await asyncio.sleep(decision.wait_seconds)
