@@ -1,8 +1,14 @@
-"""The demo: the example document pipeline driven to completion by the kernel, in-process.
+"""The demo: the example document pipeline, run to completion, offline.
 
-``python -m airflow_workflow_engine.demo`` (the README's first command) prints each stage, its
-output, the run's result and its AI cost table (from the ledger). Everything is in memory and
-offline: the model calls go to the deterministic ``mock`` provider.
+``python -m airflow_workflow_engine.demo`` (what ``bash scripts/demo.sh`` runs) starts a real
+embedded Airflow on SQLite, triggers the example ``document_pipeline`` DAG with a conf and
+prints each stage, the output and the AI cost table: see
+:mod:`airflow_workflow_engine.demo_airflow`.
+
+``python -m airflow_workflow_engine.demo --in-process`` runs the same workflow without
+Airflow: the kernel drives it in memory, in this process.
+
+Either way the model calls go to the deterministic ``mock`` provider: no API key, no network.
 """
 
 from __future__ import annotations
@@ -12,13 +18,6 @@ import json
 import sys
 from typing import Any
 
-from airflow_workflow_engine.ai.ledger import InMemoryLedger
-from airflow_workflow_engine.ai.prices import register_model
-from airflow_workflow_engine.ai.report import cost_table
-from airflow_workflow_engine.examples.document_pipeline import EXAMPLE_INPUT, document_pipeline
-from airflow_workflow_engine.kernel.commands import OutboxFlush, RunCreate
-from airflow_workflow_engine.testing import create_test_kernel, run_to_completion
-
 #: Illustrative prices (USD per million tokens) for the example's mock models: mock calls are
 #: free unless a price is registered, and a cost table of zeros would show nothing.
 DEMO_PRICES = {
@@ -27,22 +26,32 @@ DEMO_PRICES = {
 }
 
 
+def register_demo_prices() -> None:
+    """Registers :data:`DEMO_PRICES` in this process (the example DAG file calls it, so the
+    Airflow task processes price the mock calls too)."""
+    from airflow_workflow_engine.ai.prices import register_model
+
+    for key, (input_price, output_price) in DEMO_PRICES.items():
+        register_model(key, input_per_mtok=input_price, output_per_mtok=output_price)
+
+
 def _short(value: Any, width: int = 96) -> str:
     text = json.dumps(value, separators=(", ", ": "))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--input", help="workflow input as JSON (default: an example document)")
-    args = parser.parse_args(argv)
-    run_input = json.loads(args.input) if args.input else EXAMPLE_INPUT
+def run_in_process(run_input: dict[str, Any]) -> int:
+    """The workflow driven by the in-memory kernel; prints stages, output and costs."""
+    from airflow_workflow_engine.ai.ledger import InMemoryLedger
+    from airflow_workflow_engine.ai.report import cost_table
+    from airflow_workflow_engine.examples.document_pipeline import document_pipeline
+    from airflow_workflow_engine.kernel.commands import OutboxFlush, RunCreate
+    from airflow_workflow_engine.testing import create_test_kernel, run_to_completion
 
     def progress(run_id: str, stage_id: str, update: Any) -> None:
         print(f"  .. {stage_id}: {update.fraction:.0%} {update.message or ''}")
 
-    for key, (input_price, output_price) in DEMO_PRICES.items():
-        register_model(key, input_per_mtok=input_price, output_per_mtok=output_price)
+    register_demo_prices()
     ledger = InMemoryLedger()
     kit = create_test_kernel([document_pipeline], ledger=ledger, on_progress=progress)
     wf = document_pipeline
@@ -74,6 +83,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nRun {run.status.value}" + (f": {run.error_message}" if run.error_message else ""))
     print(json.dumps(run.output, indent=2))
     return 0 if run.status.value == "COMPLETED" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_workflow_engine.demo",
+        description="Runs the example document pipeline offline (mock models) on an embedded "
+        "Airflow, or with --in-process on the in-memory kernel.",
+    )
+    parser.add_argument("--input", help="workflow input as JSON (default: an example document)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run on the in-memory kernel, without Airflow (the pre-Airflow demo)",
+    )
+    from airflow_workflow_engine.demo_airflow import add_arguments
+
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.in_process:
+        from airflow_workflow_engine.examples.document_pipeline import EXAMPLE_INPUT
+
+        return run_in_process(json.loads(args.input) if args.input else dict(EXAMPLE_INPUT))
+    from airflow_workflow_engine.demo_airflow import run_demo
+
+    return run_demo(args)
 
 
 if __name__ == "__main__":

@@ -36,3 +36,20 @@ def _reset_stage_hooks() -> Iterator[None]:
     workflows.POLLS.clear()
     yield
     workflows.HOOKS.clear()
+
+
+_AIRFLOW_DIRS = ("tests/integration/airflow/", "tests/e2e/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that drive real Airflow processes get one rerun.
+
+    Airflow 3.3.2 can mark a resumed deferred task failed while it still runs
+    (apache/airflow#72716), and ``dag.test``'s LocalExecutor shutdown occasionally hangs on a
+    loaded 2-core machine. A regression of ours fails both tries.
+    """
+    del config
+    for item in items:
+        in_airflow_dir = any(part in item.nodeid for part in _AIRFLOW_DIRS)
+        if in_airflow_dir and item.get_closest_marker("flaky") is None:
+            item.add_marker(pytest.mark.flaky(reruns=1))

@@ -35,10 +35,8 @@ pytestmark = [
         "extra (pip install -e '.[airflow,test]') to run the end-to-end tests",
     ),
     pytest.mark.timeout(480),
-    # Known flake, under investigation: about one run in ten on a loaded 2-core machine, the
-    # resumed deferred task is marked failed by Airflow while it is still running (its own
-    # state update then gets 409 "previous_state=failed"). One rerun; a real regression fails
-    # every time.
+    # Airflow 3.3.2 can mark a resumed deferred task failed while it still runs (its own
+    # state update then gets 409 "previous_state=failed"; apache/airflow#72716): one rerun.
     pytest.mark.flaky(reruns=1),
 ]
 

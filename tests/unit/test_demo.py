@@ -1,4 +1,6 @@
-"""The README's demo command runs the example pipeline to completion."""
+"""The in-process demo (``python -m airflow_workflow_engine.demo --in-process``) runs the example
+pipeline to completion; the Airflow demo is tested in
+``tests/integration/airflow/test_airflow_examples.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from airflow_workflow_engine import demo
 
 
 def test_demo_completes_and_prints_stages(capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo.main([]) == 0
+    assert demo.main(["--in-process"]) == 0
     out = capsys.readouterr().out
     for stage_id in ("extract", "summarize", "classify", "embed", "publish"):
         assert stage_id in out
@@ -19,7 +21,7 @@ def test_demo_completes_and_prints_stages(capsys: pytest.CaptureFixture[str]) ->
 def test_demo_prints_the_runs_cost_table_from_the_ledger(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert demo.main([]) == 0
+    assert demo.main(["--in-process"]) == 0
     lines = capsys.readouterr().out.splitlines()
     table = lines[lines.index(next(x for x in lines if x.startswith("AI cost of the run"))) + 1 :]
     # Mock tokens are words; prices are the demo's: summarizer $0.25/$2, classifier $0.10/$0.40
@@ -40,4 +42,4 @@ def test_demo_rejects_bad_input_with_field_name() -> None:
     from airflow_workflow_engine.errors import InputValidationError
 
     with pytest.raises(InputValidationError, match="text: Field required"):
-        demo.main(["--input", '{"title": "x"}'])
+        demo.main(["--in-process", "--input", '{"title": "x"}'])
