@@ -37,6 +37,8 @@ __all__ = [
     "RunReapStuckResult",
     "RunRerunFrom",
     "RunRerunFromResult",
+    "RunRerunStages",
+    "RunRerunStagesResult",
     "RunTransition",
     "RunTransitionResult",
     "StagePollSuspended",
@@ -92,6 +94,16 @@ class RunRerunFrom(_Model):
     from_stage_id: str
 
 
+class RunRerunStages(_Model):
+    """Run these stages again; every other stage keeps its output (Airflow's "clear")."""
+
+    type: Literal["run.rerunStages"] = "run.rerunStages"
+    workflow_run_id: str
+    stage_ids: list[str] = Field(min_length=1)
+    #: Why, for the ``workflow:started`` event (e.g. "cleared in Airflow").
+    reason: str | None = None
+
+
 class JobExecute(_Model):
     type: Literal["job.execute"] = "job.execute"
     workflow_run_id: str
@@ -142,6 +154,7 @@ Command: TypeAlias = Annotated[
     | RunTransition
     | RunCancel
     | RunRerunFrom
+    | RunRerunStages
     | JobExecute
     | StagePollSuspended
     | LeaseReapStale
@@ -198,6 +211,14 @@ class RunRerunFromResult(_Model):
     workflow_run_id: str
     from_stage_id: str
     from_group: int
+    deleted_stages: list[str]
+    deleted_blobs: int
+
+
+class RunRerunStagesResult(_Model):
+    workflow_run_id: str
+    status: Status
+    #: The stages whose rows were dropped (finished ones only; others were left alone).
     deleted_stages: list[str]
     deleted_blobs: int
 

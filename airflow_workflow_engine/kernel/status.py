@@ -37,7 +37,8 @@ TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.
 
 S = Status
 
-#: Workflow runs. A terminal run goes back to RUNNING only through ``run.rerunFrom``.
+#: Workflow runs. A terminal run goes back to RUNNING only through ``run.rerunFrom`` or
+#: ``run.rerunStages``.
 RUN_TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.PENDING: frozenset({S.RUNNING, S.CANCELLED, S.FAILED}),
     S.RUNNING: frozenset({S.SUSPENDED, S.COMPLETED, S.FAILED, S.CANCELLED}),

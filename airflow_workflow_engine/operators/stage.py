@@ -13,8 +13,13 @@ On ``execute`` the operator
 
 Retryable stage failures raise, so Airflow retries the task; a non-retryable failure, the last
 attempt's failure and a ghost (the run was cancelled while the stage ran, so its result was
-discarded) raise :class:`AirflowFailException`, so it does not. A duplicate delivery (a retry
-or a clear of a completed stage) returns the stored result without running the stage again.
+discarded) raise :class:`AirflowFailException`, so it does not.
+
+A duplicate delivery (the task runs again although its stage already finished in this series of
+tries, e.g. a worker died after the kernel committed) returns the stored result without running
+the stage again. A *clear* is a rerun: when the stage finished before the task was last cleared,
+the task dispatches ``run.rerunStages`` for its stage and for the other stage tasks of the DAG
+run that were cleared with it and have not started yet, then runs the stage again.
 """
 
 from __future__ import annotations
@@ -176,6 +181,7 @@ class StageOperator(BaseOperator):
         self.before_stage(workflow)
         kernel = self.get_kernel()
         run_id = self.ensure_run(kernel, workflow, context)
+        self.rerun_if_cleared(kernel, run_id, context)
         result = self.execute_stage(kernel, run_id, context)
         return self.handle_result(kernel, run_id, result, context)
 
@@ -266,6 +272,75 @@ class StageOperator(BaseOperator):
         if user:
             attributes[str(Trigger.user)] = user
         return AnnotationSpec(actor=Actor(kind="system", id="airflow"), attributes=attributes)
+
+    # -- clear = rerun -------------------------------------------------------------------
+    def rerun_if_cleared(self, kernel: Kernel, run_id: str, context: Context) -> bool:
+        """Reruns the stage when it finished before this task was last cleared.
+
+        Airflow's clear sets ``max_tries = try_number + retries``, so the first try since the
+        last clear is ``max_tries - retries + 1`` (1 for a task never cleared). A stage row
+        from an earlier try is what the clear asked to replace; one from this series of tries
+        is a duplicate delivery and is replayed by ``job.execute``.
+        """
+        from airflow_workflow_engine.kernel.commands import RunRerunStages
+
+        ti = context["ti"]
+        max_tries = getattr(ti, "max_tries", None)
+        if max_tries is None:
+            return False
+        first_try = int(max_tries) - int(self.retries or 0) + 1
+        if first_try <= 1:
+            return False
+        rec = kernel.persistence.get_stage(run_id, self.stage.id)
+        if rec is None or not rec.status.is_terminal or rec.attempt >= first_try:
+            return False
+        stage_ids = [self.stage.id, *self._cleared_stage_tasks(context)]
+        with engine_errors(f"Cannot rerun stage '{self.stage.id}' of workflow run {run_id}"):
+            result = kernel.dispatch(
+                RunRerunStages(
+                    workflow_run_id=run_id,
+                    stage_ids=stage_ids,
+                    reason=f"task '{self.task_id}' cleared in Airflow (try {ti.try_number})",
+                )
+            )
+        self.log.info(
+            "Task was cleared: rerunning stage(s) %s of workflow run %s (was %s at attempt %d).",
+            ", ".join(result.deleted_stages) or "-",
+            run_id,
+            rec.status.value,
+            rec.attempt,
+        )
+        return True
+
+    def _cleared_stage_tasks(self, context: Context) -> list[str]:
+        """Stage ids of the other stage tasks of this DAG run that wait to run again.
+
+        Only tasks that have not been queued yet (no state, or scheduled): a task already
+        queued or running does its own check, and must not lose a result it just committed.
+        """
+        if not self.has_dag():  # type: ignore[no-untyped-call]
+            return []
+        tasks = {
+            t.task_id: t.stage.id
+            for t in self.dag.tasks
+            if isinstance(t, StageOperator) and t.task_id != self.task_id
+        }
+        if not tasks:
+            return []
+        run_id = context["dag_run"].run_id
+        try:
+            states = context["ti"].get_task_states(
+                dag_id=self.dag_id, task_ids=list(tasks), run_ids=[run_id]
+            )
+        except Exception:  # an older Task SDK or no supervisor: each task reruns itself
+            self.log.warning("Cannot read the task states of DAG run %s", run_id, exc_info=True)
+            return []
+        waiting = {None, "none", "scheduled"}
+        return [
+            sid
+            for task_id, sid in tasks.items()
+            if task_id in states.get(run_id, {}) and states[run_id][task_id] in waiting
+        ]
 
     def execute_stage(self, kernel: Kernel, run_id: str, context: Context) -> JobExecuteResult:
         """``job.execute`` for this stage; the try number is the attempt."""

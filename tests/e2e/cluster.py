@@ -325,6 +325,22 @@ class AirflowCluster:
         result: dict[str, Any] = self.api("POST", f"/dags/{dag_id}/dagRuns", body)
         return result
 
+    def clear(
+        self, dag_id: str, run_id: str, task_ids: list[str], *, downstream: bool = True
+    ) -> list[str]:
+        """Clears tasks of a DAG run like the UI's "Clear" (failed or not); returns the
+        cleared task ids."""
+        body = {
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": task_ids,
+            "only_failed": False,
+            "include_downstream": downstream,
+            "reset_dag_runs": True,
+        }
+        answer = self.api("POST", f"/dags/{dag_id}/clearTaskInstances", body)
+        return sorted(ti["task_id"] for ti in answer["task_instances"])
+
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.api("GET", f"/dags/{dag_id}/dagRuns/{_q(run_id)}")
         return result

@@ -259,6 +259,100 @@ def test_ai_calls_are_in_the_ledger(cluster: AirflowCluster, documents_run: Run)
         assert r.kernel_run.total_tokens == sum(e.total_tokens for e in entries)
 
 
+def ledger_stages(cluster: AirflowCluster, workflow_run_id: str) -> list[str]:
+    from airflow_workflow_engine.ai.sql_ledger import SqlLedger
+
+    ledger = SqlLedger(cluster.db_url)
+    try:
+        return sorted(str(e.stage_id) for e in ledger.entries(workflow_run_id))
+    finally:
+        ledger.close()
+
+
+def test_clear_completed_stage_reruns_it_and_downstream(cluster: AirflowCluster) -> None:
+    """Clearing ``summarize`` (with downstream) in the UI reruns summarize, embed and publish;
+    its parallel sibling ``classify`` and ``intake`` keep their rows."""
+    run_id = f"e2e_clear_{uuid.uuid4().hex[:8]}"
+    with cluster.explain_failure(DAG, run_id):
+        cluster.trigger(DAG, CONF, run_id)
+        first = finished_run(cluster, DAG, run_id)
+        assert first.dag_run["state"] == "success"
+
+        cleared = cluster.clear(DAG, run_id, ["summarize"])
+        assert cleared == ["embed", "publish", "summarize"]
+        second = finished_run(cluster, DAG, run_id)
+
+        assert second.dag_run["state"] == "success"
+        assert {t: ti["state"] for t, ti in second.tis.items()} == dict.fromkeys(STAGES, "success")
+        tries = {t: ti["try_number"] for t, ti in second.tis.items()}
+        assert tries == {"intake": 1, "classify": 1, "summarize": 2, "embed": 2, "publish": 2}
+        # The same workflow run (one per DAG run), completed again.
+        assert second.kernel_run.id == first.kernel_run.id
+        assert second.kernel_run.status.value == "COMPLETED"
+        # Rerun stages have new rows at the new try; the others are the same rows.
+        for sid in ("intake", "classify"):
+            assert second.stages[sid].id == first.stages[sid].id
+            assert second.stages[sid].attempt == 1
+        for sid in ("summarize", "embed", "publish"):
+            assert second.stages[sid].id != first.stages[sid].id
+            assert second.stages[sid].attempt == 2 == tries[sid]
+        # summarize called the model again; classify did not.
+        assert ledger_stages(cluster, first.kernel_run.id) == [
+            "classify",
+            "summarize",
+            "summarize",
+        ]
+        # A rerun batch stage submits a new batch (the rerun dropped the old one's files).
+        assert len(evidence(cluster, first.kernel_run.id, "submissions")) == 1
+        with store(cluster) as db:
+            events = db.list_events(first.kernel_run.id)
+        reruns = [e.payload for e in events if "rerun_stages" in e.payload]
+        assert len(reruns) == 1, reruns
+        assert reruns[0]["rerun_stages"] == ["summarize", "embed", "publish"]
+        assert "cleared in Airflow" in reruns[0]["reason"]
+        assert [e.type for e in events].count("workflow:completed") == 2
+
+
+def test_fix_and_clear_a_failed_stage(cluster: AirflowCluster) -> None:
+    """``classify`` fails (a bug); the DAG run and the workflow run fail. After the fix,
+    clearing the failed task (with downstream) completes the same workflow run."""
+    title = f"broken-{uuid.uuid4().hex[:8]}"
+    marker = Path(cluster.home) / "broken" / title
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("bug")
+    run_id = f"e2e_fix_{uuid.uuid4().hex[:8]}"
+    with cluster.explain_failure(DAG, run_id):
+        cluster.trigger(DAG, {**CONF, "title": title}, run_id)
+        failed = finished_run(cluster, DAG, run_id)
+        assert failed.dag_run["state"] == "failed"
+        states = {t: ti["state"] for t, ti in failed.tis.items()}
+        assert states["intake"] == "success" and states["classify"] == "failed"
+        assert states["embed"] == states["publish"] == "upstream_failed"
+        assert failed.kernel_run.status.value == "FAILED"
+        assert "classify is broken" in (failed.kernel_run.error_message or "")
+        assert failed.stages["classify"].status.value == "FAILED"
+        # The failed run cancels its open stages: a summarize still running then is a ghost
+        # (its task fails too); one that finished first keeps its row.
+        sibling = {"success": "COMPLETED", "failed": "CANCELLED"}[states["summarize"]]
+        assert failed.stages["summarize"].status.value == sibling
+
+        marker.unlink()  # the fix
+        to_clear = sorted(t for t, state in states.items() if state == "failed")
+        assert cluster.clear(DAG, run_id, to_clear) == sorted({*to_clear, "embed", "publish"})
+        fixed = finished_run(cluster, DAG, run_id)
+
+        assert fixed.dag_run["state"] == "success"
+        assert {t: ti["state"] for t, ti in fixed.tis.items()} == dict.fromkeys(STAGES, "success")
+        assert fixed.kernel_run.id == failed.kernel_run.id
+        assert fixed.kernel_run.status.value == "COMPLETED"
+        assert fixed.kernel_run.error_message is None
+        assert fixed.stages["classify"].attempt == 2 == fixed.tis["classify"]["try_number"]
+        if states["summarize"] == "success":
+            assert fixed.stages["summarize"].id == failed.stages["summarize"].id
+        assert fixed.kernel_run.output["title"] == title
+        assert fixed.kernel_run.output["category"] == "engineering"
+
+
 def test_triggerer_restart_while_deferred(cluster: AirflowCluster) -> None:
     """Kill -9 the triggerer while ``embed`` is deferred; a new triggerer takes the trigger
     over, the run completes and the batch was submitted exactly once."""

@@ -18,6 +18,7 @@ from airflow_workflow_engine.kernel.handlers import (
     run_create,
     run_reap_stuck,
     run_rerun_from,
+    run_rerun_stages,
     run_transition,
     stage_poll_suspended,
 )
@@ -30,6 +31,7 @@ HANDLERS: dict[str, tuple[Handler, type[BaseModel]]] = {
     "run.transition": (run_transition.handle, c.RunTransitionResult),
     "run.cancel": (run_cancel.handle, c.RunCancelResult),
     "run.rerunFrom": (run_rerun_from.handle, c.RunRerunFromResult),
+    "run.rerunStages": (run_rerun_stages.handle, c.RunRerunStagesResult),
     "job.execute": (job_execute.handle, c.JobExecuteResult),
     "stage.pollSuspended": (stage_poll_suspended.handle, c.StagePollSuspendedResult),
     "lease.reapStale": (lease_reap_stale.handle, c.LeaseReapStaleResult),

@@ -15,6 +15,9 @@ process shares), one file per event so that no two processes race on a counter:
 - with the stage config ``hold=True`` the batch is ready only once the test puts ``release``
   into that scope.
 
+``classify`` has a "bug" the rerun tests fix: it fails (not retryable) while the file
+``$AIRFLOW_HOME/broken/<title>`` exists.
+
 ``summarize`` and ``classify`` call the deterministic ``mock`` model through ``ctx.ai`` (no
 network, no key), so each call leaves a row in the AI cost ledger.
 """
@@ -25,6 +28,7 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -38,6 +42,7 @@ from airflow_workflow_engine import (
     define_stage,
 )
 from airflow_workflow_engine.conventions import Decision
+from airflow_workflow_engine.errors import NonRetryableStageError
 
 SUMMARY_MODEL = "mock:e2e-summarizer"
 CLASSIFY_MODEL = "mock:e2e-classifier"
@@ -127,6 +132,8 @@ _CATEGORIES = {
 
 
 def _classify(ctx: StageContext[Extracted, Any]) -> Classification:
+    if (Path(os.environ.get("AIRFLOW_HOME", ".")) / "broken" / ctx.input.title).exists():
+        raise NonRetryableStageError(f"classify is broken for {ctx.input.title!r}")
     lowered = [w.lower().strip(".,") for w in ctx.input.words]
     scores = {c: sum(lowered.count(w) for w in words) for c, words in _CATEGORIES.items()}
     category, hits = max(scores.items(), key=lambda kv: kv[1])
