@@ -66,12 +66,13 @@ def make_ai_factory(
     retry: RetryPolicy | None = None,
     dag_id: str | None = None,
     task_id: str | None = None,
+    dag_run_id: str | None = None,
 ) -> AIFactory:
     """The ``ai_factory`` for :func:`~airflow_workflow_engine.kernel.kernel.create_kernel`.
 
-    ``providers`` are shared by every stage (clients are created once). ``dag_id`` and
-    ``task_id`` label the ledger rows; outside Airflow ``dag_id`` defaults to the workflow id
-    and ``task_id`` to the stage id (what ``Workflow.to_dag`` uses).
+    ``providers`` are shared by every stage (clients are created once). ``dag_id``,
+    ``task_id`` and ``dag_run_id`` label the ledger rows; outside Airflow ``dag_id`` defaults
+    to the workflow id and ``task_id`` to the stage id (what ``Workflow.to_dag`` uses).
     """
     registry = providers if isinstance(providers, ProviderRegistry) else ProviderRegistry(providers)
     default_policy = check_prompt_policy(prompt_policy)
@@ -93,6 +94,7 @@ def make_ai_factory(
             attempt=ctx.attempt,
             dag_id=dag_id or ctx.workflow_id,
             task_id=task_id or ctx.stage_id,
+            dag_run_id=dag_run_id,
             default_model=model if isinstance(model, str) else None,
             retry=retry,
         )

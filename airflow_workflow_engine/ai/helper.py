@@ -89,6 +89,7 @@ class AIHelper:
         attempt: int | None = None,
         dag_id: str | None = None,
         task_id: str | None = None,
+        dag_run_id: str | None = None,
         default_model: str | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
@@ -107,6 +108,7 @@ class AIHelper:
                 attempt=attempt,
                 dag_id=dag_id,
                 task_id=task_id,
+                dag_run_id=dag_run_id,
             ),
             prompt_policy=check_prompt_policy(prompt_policy),
             budget=budget,

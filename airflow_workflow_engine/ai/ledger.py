@@ -54,6 +54,8 @@ GROUP_BY_ALIASES: Mapping[str, str] = {
     "dag": "dag_id",
     "dag_id": "dag_id",
     "task_id": "task_id",
+    "dag_run": "dag_run_id",
+    "dag_run_id": "dag_run_id",
     "model": "model_key",
     "model_key": "model_key",
     "model_id": "model_id",
@@ -106,6 +108,8 @@ class LedgerEntry(BaseModel):
     request_id: str | None = None
     dag_id: str | None = None
     task_id: str | None = None
+    #: The Airflow DAG run (its ``run_id``) the call was made for, under Airflow.
+    dag_run_id: str | None = None
     prompt: str | None = None
     response: str | None = None
     prompt_hash: str | None = None

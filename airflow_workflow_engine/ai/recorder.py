@@ -63,6 +63,7 @@ class CallIdentity:
     attempt: int | None = None
     dag_id: str | None = None
     task_id: str | None = None
+    dag_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ class CallRecorder:
             request_id=request_id,
             dag_id=ident.dag_id,
             task_id=ident.task_id,
+            dag_run_id=ident.dag_run_id,
             prompt=stored_prompt,
             response=stored_response,
             prompt_hash=prompt_hash,

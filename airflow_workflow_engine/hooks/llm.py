@@ -34,8 +34,8 @@ a batch a worker submitted can be polled from the triggerer.
 
 Connections are looked up on the first ``ctx.ai`` of a process (a stage that calls no model
 costs nothing) and again after five minutes in long-lived processes (the triggerer). Ledger
-rows are labelled with the DAG id and task id of the running task (from Airflow's task
-context; in the triggerer, the DAG id of the DAG run the workflow run belongs to), the
+rows are labelled with the DAG id, DAG run id and task id of the running task (from Airflow's
+task context; in the triggerer, the DAG run the workflow run belongs to), the
 workflow run id and the attempt (the task's try number). ``[workflow_engine] ai_run_max_cost``
 (USD) caps the AI spend of every workflow run, across its tasks.
 """
@@ -327,15 +327,24 @@ def providers_from_airflow(
 # -- the kernel's ai_factory under Airflow --------------------------------------------------
 
 
-def _task_labels() -> tuple[str | None, str | None]:
-    """``(dag_id, task_id)`` of the running Airflow task, or ``(None, None)`` outside one."""
+@dataclass(frozen=True)
+class TaskLabels:
+    """What labels a ledger row under Airflow: the DAG, its run and the task."""
+
+    dag_id: str | None = None
+    dag_run_id: str | None = None
+    task_id: str | None = None
+
+
+def _task_labels() -> TaskLabels:
+    """The labels of the running Airflow task; empty outside one."""
     try:
         from airflow.sdk import get_current_context
 
         ti = get_current_context()["ti"]
     except Exception:  # no task context: the triggerer, a test, a script
-        return None, None
-    return str(ti.dag_id), str(ti.task_id)
+        return TaskLabels()
+    return TaskLabels(str(ti.dag_id), str(ti.run_id), str(ti.task_id))
 
 
 class AirflowAIFactory:
@@ -394,33 +403,35 @@ class AirflowAIFactory:
             self._read_at = now
             return self._registry
 
-    def _dag_id_of_run(self, workflow_run_id: str) -> str | None:
-        """The DAG id in the run's idempotency key ``"<dag_id>/<run_id>"``."""
+    def _labels_of_run(self, workflow_run_id: str) -> TaskLabels:
+        """The DAG id and DAG run id in the run's idempotency key ``"<dag_id>/<run_id>"``
+        (the triggerer has no task context)."""
         if self._persistence is None:
-            return None
+            return TaskLabels()
         try:
             run = self._persistence.get_run(workflow_run_id)
         except Exception:
             logger.debug("cannot read run %s for its DAG id", workflow_run_id, exc_info=True)
-            return None
+            return TaskLabels()
         key = getattr(run, "idempotency_key", None) or ""
-        dag_id, sep, _ = key.partition("/")
-        return dag_id if sep and dag_id else None
+        dag_id, sep, run_id = key.partition("/")
+        return TaskLabels(dag_id, run_id) if sep and dag_id and run_id else TaskLabels()
 
     def factory_for(self, ctx: StageContext[Any, Any]) -> AIFactory:
         """A :func:`~airflow_workflow_engine.ai.context.make_ai_factory` factory labelled for
         the task running ``ctx``'s stage."""
         from airflow_workflow_engine.ai.context import make_ai_factory
 
-        dag_id, task_id = _task_labels()
-        if dag_id is None:
-            dag_id = self._dag_id_of_run(ctx.workflow_run_id)
+        labels = _task_labels()
+        if labels.dag_id is None:
+            labels = self._labels_of_run(ctx.workflow_run_id)
         return make_ai_factory(
             self.ledger,
             providers=self.registry(),
             run_max_cost=self._run_max_cost(),
-            dag_id=dag_id,
-            task_id=task_id,
+            dag_id=labels.dag_id,
+            task_id=labels.task_id,
+            dag_run_id=labels.dag_run_id,
         )
 
     def _run_max_cost(self) -> float | None:

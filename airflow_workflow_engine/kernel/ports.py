@@ -156,6 +156,11 @@ class Persistence(Protocol):
         """``for_update`` locks the run row until the transaction ends (PostgreSQL)."""
         ...
 
+    def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
+        """The newest run created with ``run.create``'s idempotency key ``key`` (under
+        Airflow ``"<dag_id>/<run_id>"``), or ``None``."""
+        ...
+
     def update_run(self, workflow_run_id: str, **changes: Any) -> RunRecord: ...
 
     def list_runs(

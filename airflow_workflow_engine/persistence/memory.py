@@ -48,6 +48,7 @@ class InMemoryPersistence:
         self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
         # Indexes, kept by the same undo-logged writes, so scans stay per run.
         self._runs_by_status: dict[Status, dict[str, None]] = {st: {} for st in Status}
+        self._runs_by_key: dict[str, str] = {}
         self._suspended: dict[tuple[str, str], None] = {}
         self._events_by_run: dict[str, dict[str, None]] = {}
         self._unpublished: dict[str, None] = {}
@@ -107,11 +108,18 @@ class InMemoryPersistence:
             self._del(self._runs_by_status[old.status], run.id)
         if old is None or old.status != run.status:
             self._set(self._runs_by_status[run.status], run.id, None)
+        if old is None and run.idempotency_key is not None:
+            self._set(self._runs_by_key, run.idempotency_key, run.id)  # the newest wins
         self._set(self.runs, run.id, run)
 
     def get_run(self, workflow_run_id: str, *, for_update: bool = False) -> RunRecord | None:
         with self._lock:
             return self.runs.get(workflow_run_id)
+
+    def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
+        with self._lock:
+            run_id = self._runs_by_key.get(key)
+            return None if run_id is None else self.runs.get(run_id)
 
     def update_run(self, workflow_run_id: str, **changes: Any) -> RunRecord:
         with self.transaction():

@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -211,39 +211,8 @@ class Verdict:
 
 
 def find_run_by_key(persistence: Persistence, key: str) -> RunRecord | None:
-    """The workflow run created with idempotency key ``key`` (newest first), or ``None``.
-
-    Uses the port's ``get_run_by_idempotency_key`` when the adapter has it; otherwise one
-    query on ``wfe_workflow_runs`` for the SQL store, or a scan of ``list_runs`` (in memory).
-    """
-    finder = getattr(persistence, "get_run_by_idempotency_key", None)
-    if callable(finder):
-        return cast("RunRecord | None", finder(key))
-    try:
-        from airflow_workflow_engine.persistence.sql.store import SqlPersistence
-    except ImportError:  # no SQLAlchemy: not a SQL store
-        pass
-    else:
-        if isinstance(persistence, SqlPersistence):
-            return _sql_run_by_key(persistence, key)
-    runs = [r for r in persistence.list_runs(limit=1_000_000) if r.idempotency_key == key]
-    return max(runs, key=lambda r: r.created_at) if runs else None
-
-
-def _sql_run_by_key(store: Any, key: str) -> RunRecord | None:
-    from sqlalchemy import exc, select
-
-    from airflow_workflow_engine.kernel.records import RunRecord
-    from airflow_workflow_engine.persistence.sql.errors import translate_error
-    from airflow_workflow_engine.persistence.sql.tables import workflow_runs as t
-
-    query = select(t).where(t.c.idempotency_key == key).order_by(t.c.created_at.desc()).limit(1)
-    try:
-        with store.engine.connect() as conn:
-            row = conn.execute(query).mappings().one_or_none()
-    except (exc.DBAPIError, exc.TimeoutError) as err:
-        raise translate_error(err, store.engine.url) from err
-    return None if row is None else RunRecord.model_validate(dict(row))
+    """The workflow run created with idempotency key ``key`` (newest first), or ``None``."""
+    return persistence.get_run_by_idempotency_key(key)
 
 
 def _find_run(persistence: Persistence, spec: WaitSpec) -> RunRecord | Verdict:

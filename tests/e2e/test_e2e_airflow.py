@@ -247,6 +247,7 @@ def test_ai_calls_are_in_the_ledger(cluster: AirflowCluster, documents_run: Run)
         for stage_id, entry in by_stage.items():
             assert entry.provider == "mock" and entry.status == "ok"
             assert entry.dag_id == r.dag_id
+            assert entry.dag_run_id == r.run_id
             assert entry.task_id == stage_id
             assert entry.attempt == r.tis[stage_id]["try_number"] == 1
             assert entry.total_tokens > 0

@@ -278,6 +278,17 @@ class SqlPersistence:
             row = conn.execute(query).mappings().one_or_none()
         return None if row is None else RunRecord.model_validate(dict(row))
 
+    def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
+        query = (
+            select(workflow_runs)
+            .where(workflow_runs.c.idempotency_key == key)
+            .order_by(workflow_runs.c.created_at.desc())
+            .limit(1)
+        )
+        with self._tx(write=False) as conn:
+            row = conn.execute(query).mappings().one_or_none()
+        return None if row is None else RunRecord.model_validate(dict(row))
+
     def update_run(self, workflow_run_id: str, **changes: Any) -> RunRecord:
         values = self._changes(workflow_runs, changes)
         with self._tx() as conn:

@@ -134,6 +134,7 @@ workflow_runs = Table(
     Column("stage_attempts", JSONValue, nullable=False),
     Index(None, "status", "priority", "created_at"),
     Index(None, "workflow_id", "created_at"),
+    Index(None, "idempotency_key"),
 )
 
 workflow_stages = Table(
@@ -264,6 +265,7 @@ ai_calls = Table(
     Column("request_id", String),
     Column("dag_id", String),
     Column("task_id", String),
+    Column("dag_run_id", String),
     Column("prompt", Text),
     Column("response", Text),
     Column("prompt_hash", String),

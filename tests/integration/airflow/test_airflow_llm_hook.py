@@ -352,10 +352,10 @@ def test_kernel_from_the_hook_gives_stages_ai_from_connections(
     ledger = SqlLedger(engine_db)
     rows = ledger.entries(run_id)
     ledger.close()
-    # Outside a task, the DAG id comes from the run's idempotency key "<dag_id>/<run_id>".
-    assert sorted((r.provider, r.dag_id, r.task_id, r.attempt) for r in rows) == [
-        ("google", "some_dag", "ask_both", 1),
-        ("openai", "some_dag", "ask_both", 1),
+    # Outside a task, the DAG (run) id comes from the run's idempotency key "<dag_id>/<run_id>".
+    assert sorted((r.provider, r.dag_id, r.dag_run_id, r.task_id, r.attempt) for r in rows) == [
+        ("google", "some_dag", "manual__1", "ask_both", 1),
+        ("openai", "some_dag", "manual__1", "ask_both", 1),
     ]
     run = kernel.persistence.get_run(run_id)
     assert run is not None and run.total_tokens == sum(r.total_tokens for r in rows) > 0
@@ -429,6 +429,7 @@ def test_ctx_ai_in_task_processes_labels_ledger_rows_with_the_task_try(
         ("it_llm", "ask", "ask", 1, run.id),
         ("it_llm", "ask", "ask", 2, run.id),
     ]
+    assert {r.dag_run_id for r in rows} == {result.run_id}
     assert all(r.model_key == "openai:gpt-4o-mini" and r.cost is not None for r in rows)
     stage = env.stages(run.id)["ask"]
     assert stage.metrics["ai_tokens"] == sum(r.total_tokens for r in rows)  # both attempts

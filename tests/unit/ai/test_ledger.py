@@ -126,6 +126,7 @@ def test_entries_round_trip_every_field(ledger: Ledger) -> None:
         request_id="req-1",
         dag_id="dag",
         task_id="task",
+        dag_run_id="manual__2026-01-01",
         prompt="user: hi",
         response='{"x": 1}',
         prompt_hash="ab" * 32,
@@ -246,3 +247,13 @@ def test_importing_the_ledger_does_not_import_sqlalchemy() -> None:
         "assert 'sqlalchemy' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_rollup_by_dag_run(ledger: Ledger) -> None:
+    for run_id, cost in (("manual__1", "0.25"), ("manual__1", "0.5"), ("scheduled__2", "1")):
+        ledger.record(entry(dag_id="docs", dag_run_id=run_id, cost=Decimal(cost)))
+    rows = ledger.rollup(("dag", "dag_run"))
+    assert [(r["dag_id"], r["dag_run_id"], r.calls, r.cost) for r in rows] == [
+        ("docs", "manual__1", 2, Decimal("0.75")),
+        ("docs", "scheduled__2", 1, Decimal("1")),
+    ]

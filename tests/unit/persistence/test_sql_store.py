@@ -235,6 +235,25 @@ def test_list_runs_order_filters_and_limit(either: Any) -> None:
     assert either.list_runs(status=Status.FAILED, workflow_id="wf") == []
 
 
+def test_get_run_by_idempotency_key(either: Any) -> None:
+    either.insert_run(make_run("old", idempotency_key="dag/run_1", created_at=at(1)))
+    either.insert_run(make_run("new", idempotency_key="dag/run_1", created_at=at(2)))
+    either.insert_run(make_run("other", idempotency_key="dag/run_2", created_at=at(3)))
+    either.insert_run(make_run("none", created_at=at(4)))
+    found = either.get_run_by_idempotency_key("dag/run_1")
+    assert found is not None and found.id == "new"  # the newest of the same key
+    assert either.get_run_by_idempotency_key("dag/run_2").id == "other"
+    assert either.get_run_by_idempotency_key("dag/run_3") is None
+    either.update_run("new", status=Status.RUNNING)
+    assert either.get_run_by_idempotency_key("dag/run_1").status == Status.RUNNING
+    # A rolled-back insert leaves no key behind.
+    with pytest.raises(RuntimeError), either.transaction():
+        either.insert_run(make_run("gone", idempotency_key="dag/run_9", created_at=at(5)))
+        assert either.get_run_by_idempotency_key("dag/run_9").id == "gone"
+        raise RuntimeError("stop")
+    assert either.get_run_by_idempotency_key("dag/run_9") is None
+
+
 @pytest.mark.postgres
 def test_ordering_ignores_the_database_locale(request: pytest.FixtureRequest) -> None:
     """Ties are broken by code point, as in Python, even under a linguistic collation."""
