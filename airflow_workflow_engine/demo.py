@@ -23,12 +23,14 @@ from typing import Any
 DEMO_PRICES = {
     "mock:summarizer": (0.25, 2.0),
     "mock:classifier": (0.10, 0.40),
+    "mock:embedder": (0.05, 0.20),
 }
 
 
 def register_demo_prices() -> None:
-    """Registers :data:`DEMO_PRICES` in this process (the example DAG file calls it, so the
-    Airflow task processes price the mock calls too)."""
+    """Registers :data:`DEMO_PRICES` in this process. The example workflow's module calls it,
+    so every process that runs its stages prices the mock calls the same way: Airflow's task
+    processes, and the triggerer that collects ``embed``'s batch."""
     from airflow_workflow_engine.ai.prices import register_model
 
     for key, (input_price, output_price) in DEMO_PRICES.items():

@@ -1,13 +1,15 @@
 """The document pipeline on Airflow, with a human sign-off before anything is published.
 
-    extract -> [summarize, classify] -> embed (batch, deferrable) -> approve -> publish
+    extract -> [summarize, classify] -> embed (AI batch, deferrable) -> approve -> publish
 
 - ``summarize`` and ``classify`` call models through ``ctx.ai``; their configs name the
   offline, deterministic ``mock`` models, so the DAG runs without an API key. Point them at a
   real model (``{"model": "openai:gpt-5-mini"}``) and the key comes from the Airflow
   connection ``llm_openai_default`` (or ``openai_default``), never from this file.
-- ``embed`` is an async-batch stage: it submits a batch job, and the task defers to the
-  triggerer, which polls the job until it is done, without holding a worker slot.
+- ``embed`` is an AI batch stage (``define_ai_batch_stage``): it sends its requests as one
+  provider batch through ``ctx.ai``, and the task defers to the triggerer, which polls the
+  batch until it is done, without holding a worker slot. A retry, a clear or a restarted
+  triggerer re-attaches to the batch already submitted.
 - ``approve`` is an ``ApprovalSensor``: it waits (in the triggerer) until someone attaches an
   ``Approval`` annotation to the workflow run (``approval.status = approved``), e.g. with
   ``airflow_workflow_engine.sensors.approve(kernel, workflow_run_id, "alice")``. A rejection
@@ -67,7 +69,7 @@ with DAG(
     embed = AsyncBatchStageOperator(
         stage=example.embed,
         workflow=workflow,
-        config={"dimensions": 8, "polls_needed": 2, "poll_interval": 1.0},
+        config={"model": "mock:embedder", "dimensions": 8},
     )
     approve = ApprovalSensor(
         task_id="approve",

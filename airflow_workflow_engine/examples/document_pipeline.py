@@ -1,9 +1,11 @@
-"""The document pipeline: extract -> [summarize, classify] -> embed (async batch) -> publish.
+"""The document pipeline: extract -> [summarize, classify] -> embed (AI batch) -> publish.
 
-Runs offline: ``summarize`` and ``classify`` call models through ``ctx.ai`` with the
+Runs offline: ``summarize`` and ``classify`` call models through ``ctx.ai``, and ``embed``
+sends its requests as one provider batch (``define_ai_batch_stage``), all with the
 deterministic ``mock`` provider (every call is priced and recorded in the AI cost ledger), so
 the demo needs no API key. Point a stage at a real model with its config, e.g.
-``{"summarize": {"model": "openai:gpt-5-mini"}}``.
+``{"summarize": {"model": "openai:gpt-5-mini"}}`` or ``{"embed": {"model":
+"openai:gpt-5-mini"}}`` (a real batch takes minutes to hours; the task waits in the triggerer).
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from airflow_workflow_engine import (
-    CompletionCheck,
     StageContext,
     StageResult,
-    Suspended,
     WorkflowBuilder,
-    define_async_batch_stage,
     define_stage,
     with_ai_config,
 )
+from airflow_workflow_engine.ai.batch_stage import define_ai_batch_stage
+from airflow_workflow_engine.ai.providers.base import BatchRequest
+from airflow_workflow_engine.ai.results import BatchItem
 from airflow_workflow_engine.conventions import Decision
+from airflow_workflow_engine.demo import register_demo_prices
+
+# Illustrative prices for the mock models, so the cost table shows something (see demo.py).
+register_demo_prices()
 
 
 class DocumentInput(BaseModel):
@@ -56,7 +62,8 @@ class Analysis(BaseModel):
 
 class Embeddings(BaseModel):
     vectors: list[list[float]]
-    batch_id: str
+    #: Search keywords the model wrote for each text (what the vectors are made from).
+    keywords: list[str]
 
 
 class Publication(BaseModel):
@@ -81,10 +88,12 @@ SummarizeConfig = with_ai_config(_SummarizeOptions)
 ClassifyConfig = with_ai_config(_ClassifyOptions)
 
 
-class EmbedConfig(BaseModel):
-    dimensions: int = Field(8, ge=1, le=64)
-    polls_needed: int = Field(2, ge=1, description="Polls before the (simulated) batch is done")
-    poll_interval: float = Field(1.0, gt=0)
+class _EmbedOptions(BaseModel):
+    model: str = Field("mock:embedder", description="Model key that answers the batch")
+    dimensions: int = Field(8, ge=1, le=64, description="Length of each vector")
+
+
+EmbedConfig = with_ai_config(_EmbedOptions)
 
 
 def _extract(ctx: StageContext[DocumentInput, Any]) -> ExtractedText:
@@ -136,30 +145,21 @@ def _vector(text: str, dims: int) -> list[float]:
     return [round(b / 255, 4) for b in digest[:dims]]
 
 
-def _embed_submit(ctx: StageContext[Analysis, EmbedConfig]) -> Suspended | Embeddings:
-    if ctx.resume_state is not None:
-        return Embeddings(vectors=ctx.resume_state["vectors"], batch_id=ctx.resume_state["id"])
-    texts = [ctx.input.summarize.summary, ctx.input.classify.category]
-    batch_id = "batch-" + hashlib.sha1(ctx.workflow_run_id.encode()).hexdigest()[:8]
-    ctx.log("INFO", "submitted embedding batch", batch_id=batch_id, requests=len(texts))
-    return Suspended(
-        state={"id": batch_id, "texts": texts},
-        poll_interval=ctx.config.poll_interval,
-        max_wait=3600,
-    )
+def _embed_requests(ctx: StageContext[Analysis, Any]) -> list[BatchRequest]:
+    # Deterministic for a given input: the batch's idempotency key is built from these, so a
+    # retry or a crashed worker re-attaches to the batch already submitted.
+    texts = {"summary": ctx.input.summarize.summary, "category": ctx.input.classify.category}
+    return [
+        BatchRequest(id=key, prompt=f"Five search keywords for: {text}", max_tokens=12)
+        for key, text in texts.items()
+    ]
 
 
-def _embed_check(
-    state: dict[str, Any], ctx: StageContext[Analysis, EmbedConfig]
-) -> CompletionCheck:
-    # A real stage asks the provider whether the batch is done. This simulated batch is done
-    # after `polls_needed` polls, counted in the stage's blob scope (state is read-only here).
-    polls = int(ctx.blobs.get("polls")) + 1 if ctx.blobs.has("polls") else 1
-    ctx.blobs.put("polls", str(polls).encode())
-    if polls < ctx.config.polls_needed:
-        return CompletionCheck(ready=False)
-    vectors = [_vector(t, ctx.config.dimensions) for t in state["texts"]]
-    return CompletionCheck(ready=True, output={"vectors": vectors, "batch_id": state["id"]})
+def _embed_collect(items: list[BatchItem], ctx: StageContext[Analysis, Any]) -> Embeddings:
+    keywords = [item.text or "" for item in items]
+    vectors = [_vector(k, ctx.config.dimensions) for k in keywords]
+    ctx.progress(1.0, f"{len(vectors)} vectors")
+    return Embeddings(vectors=vectors, keywords=keywords)
 
 
 def _publish(ctx: StageContext[Embeddings, Any]) -> Publication:
@@ -193,14 +193,16 @@ classify = define_stage(
     config=ClassifyConfig,
     execute=_classify,
 )
-embed = define_async_batch_stage(
+embed = define_ai_batch_stage(
     id="embed",
-    name="Embed (batch)",
+    name="Embed (AI batch)",
     input=Analysis,
     output=Embeddings,
     config=EmbedConfig,
-    execute=_embed_submit,
-    check_completion=_embed_check,
+    build_requests=_embed_requests,
+    collect=_embed_collect,
+    poll_interval=1.0,
+    max_wait=6 * 3600,
 )
 publish = define_stage(
     id="publish",

@@ -127,6 +127,31 @@ def poll_stage(
     return PollDecision(None, wait_seconds=min(max(wait, MIN_SLEEP_SECONDS), poll_interval))
 
 
+#: Task states after a user acted on a deferred task that mean "stop the external job" (mark
+#: failed, mark success...). Any other state (none, scheduled, queued, running, deferred)
+#: means the task was cleared: it re-attaches to the job, which must keep running.
+_KILLED_STATES = frozenset({"failed", "success", "skipped", "upstream_failed", "removed"})
+
+
+def cancel_suspended_stage(kernel: Kernel, workflow_run_id: str, stage_id: str, reason: str) -> str:
+    """Cancels the workflow run and the stage's external job (its ``on_cancel``); says what
+    it did. Used by the trigger's ``on_kill`` when a user fails or finishes a deferred task."""
+    from airflow_workflow_engine.kernel.commands import RunCancel
+    from airflow_workflow_engine.kernel.handlers.run_cancel import cancel_external_work
+    from airflow_workflow_engine.kernel.status import Status
+
+    result = kernel.dispatch(RunCancel(workflow_run_id=workflow_run_id, reason=reason))
+    if result.cancelled:  # the kernel called on_cancel of every suspended stage
+        return "cancelled the workflow run and its batch job"
+    # Cancelled already (by the listener, in a process that could not call on_cancel).
+    rec = kernel.persistence.get_stage(workflow_run_id, stage_id)
+    if rec is None or rec.status != Status.CANCELLED or rec.suspended_state is None:
+        return f"nothing to cancel (the workflow run is {result.status.value})"
+    run = kernel.require_run(workflow_run_id)
+    cancel_external_work(kernel, run.workflow_id, rec)
+    return "cancelled the batch job (the workflow run was cancelled already)"
+
+
 def _kernel_for(settings: EngineSettings, workflow_ref: str) -> Kernel:
     from airflow_workflow_engine.hooks.engine import kernel_for
     from airflow_workflow_engine.triggers.refs import load_workflow
@@ -220,6 +245,10 @@ class SuspendedStageTrigger(BaseTrigger):
             except Exception as exc:  # the database hiccuped: keep waiting
                 logger.warning("stage %s: poll failed, retrying: %s", self.stage_id, exc)
                 decision = PollDecision(None, wait_seconds=self.poll_interval)
+            if decision.status == "cancelled":
+                # Cancelled elsewhere, e.g. by a listener in the api-server, which cannot call
+                # the stage's on_cancel: this process knows the workflow, so stop the job here.
+                await self._cancel_job(kernel, decision.message or "the run was cancelled")
             if decision.status is not None:
                 logger.info(
                     "stage %s of run %s: %s %s",
@@ -231,3 +260,54 @@ class SuspendedStageTrigger(BaseTrigger):
                 yield self._event(decision.status, decision.message)
                 return
             await asyncio.sleep(decision.wait_seconds)
+
+    # -- a user acted on the deferred task ---------------------------------------------------
+    async def on_kill(self) -> None:
+        """Airflow calls this when a user marks the deferred task failed or successful, or
+        clears it. A clear keeps the batch: the task re-attaches to it when it runs again.
+        Otherwise the workflow run is cancelled and the stage's ``on_cancel`` stops the
+        provider job, so nobody pays for a batch whose task is gone."""
+        from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
+
+        state = await self._task_state()
+        if state not in _KILLED_STATES:
+            logger.info(
+                "stage %s: task %s is %s after a user action (cleared?): the batch is kept",
+                self.stage_id,
+                self.task_id,
+                state or "unknown",
+            )
+            return
+        reason = f"Airflow task '{self.task_id}' was marked {state} while its batch was running"
+        settings = await WorkflowEngineHook(conn_id=self.conn_id).aget_settings()
+        kernel = await asyncio.to_thread(_kernel_for, settings, self.workflow_ref)
+        await self._cancel_job(kernel, reason)
+
+    async def _cancel_job(self, kernel: Kernel, reason: str) -> None:
+        try:
+            done = await asyncio.to_thread(
+                cancel_suspended_stage, kernel, self.workflow_run_id, self.stage_id, reason
+            )
+        except Exception:
+            logger.exception("stage %s: cancelling its batch job failed", self.stage_id)
+            return
+        logger.info("stage %s of run %s: %s", self.stage_id, self.workflow_run_id, done)
+
+    async def _task_state(self) -> str | None:
+        """The task's state now, from Airflow's API (``None`` when it cannot be read)."""
+        ti = self.task_instance
+        run_id = getattr(ti, "run_id", None)
+        if not (self.dag_id and self.task_id and run_id):
+            return None
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+        from asgiref.sync import sync_to_async
+
+        try:
+            states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+                dag_id=self.dag_id, task_ids=[self.task_id], run_ids=[run_id]
+            )
+        except Exception:
+            logger.warning("cannot read the state of task %s", self.task_id, exc_info=True)
+            return None
+        state = states.get(run_id, {}).get(self.task_id)
+        return None if state is None else str(state)

@@ -24,17 +24,19 @@ def test_demo_prints_the_runs_cost_table_from_the_ledger(
     assert demo.main(["--in-process"]) == 0
     lines = capsys.readouterr().out.splitlines()
     table = lines[lines.index(next(x for x in lines if x.startswith("AI cost of the run"))) + 1 :]
-    # Mock tokens are words; prices are the demo's: summarizer $0.25/$2, classifier $0.10/$0.40
-    # per million tokens. summarize: 35 * 0.25 + 12 * 2 = 32.75; classify: 36 * 0.1 + 16 * 0.4
-    # = 10 (micro-dollars).
-    assert table[:7] == [
+    # Mock tokens are words; prices are the demo's: summarizer $0.25/$2, classifier $0.10/$0.40,
+    # embedder $0.05/$0.20 per million tokens. summarize: 35 * 0.25 + 12 * 2 = 32.75; classify:
+    # 36 * 0.1 + 16 * 0.4 = 10; embed (one batch of two requests): 21 * 0.05 + 18 * 0.2 = 4.65
+    # (micro-dollars).
+    assert table[:8] == [
         "stage      model            calls  in tokens  out tokens       cost",
         "---------  ---------------  -----  ---------  ----------  ---------",
         "classify   mock:classifier      1         36          16  $0.000010",
+        "embed      mock:embedder        2         21          18  $0.000005",
         "summarize  mock:summarizer      1         35          12  $0.000033",
         "---------  ---------------  -----  ---------  ----------  ---------",
-        "total                           2         71          28  $0.000043",
-        "Run totals: $0.000043, 99 tokens",
+        "total                           4         92          46  $0.000047",
+        "Run totals: $0.000047, 138 tokens",
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from airflow_workflow_engine.errors import WorkflowNotFoundError
 from airflow_workflow_engine.kernel.commands import RunCancel, RunCancelResult
 from airflow_workflow_engine.kernel.records import StageRecord
 from airflow_workflow_engine.kernel.status import Status
@@ -13,6 +14,9 @@ if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.kernel import Kernel
 
 logger = logging.getLogger(__name__)
+
+#: Stage metric set once the stage's ``on_cancel`` ran, so no other process calls it again.
+ON_CANCEL_CALLED = "on_cancel_called"
 
 
 def handle(k: Kernel, cmd: RunCancel) -> RunCancelResult:
@@ -31,19 +35,42 @@ def handle(k: Kernel, cmd: RunCancel) -> RunCancelResult:
     k.job_transport.cancel_run(run.id)
     for rec in cancelled:
         if rec.status == Status.SUSPENDED and rec.suspended_state is not None:
-            _cancel_external(k, run.workflow_id, rec)
+            cancel_external_work(k, run.workflow_id, rec)
     return RunCancelResult(workflow_run_id=run.id, cancelled=True, status=run.status)
 
 
-def _cancel_external(k: Kernel, workflow_id: str, rec: StageRecord) -> None:
-    """Best effort: a stage's ``on_cancel`` stops the provider job it was waiting on."""
+def cancel_external_work(k: Kernel, workflow_id: str, rec: StageRecord) -> None:
+    """Best effort: a stage's ``on_cancel`` stops the provider job it was waiting on.
+
+    A process that does not know the workflow (Airflow's scheduler or api-server, where the
+    listeners cancel runs) skips it; under Airflow the trigger's ``on_kill`` does it instead.
+    """
     try:
         wf = k.workflow(workflow_id)
+    except WorkflowNotFoundError:
+        logger.info(
+            "on_cancel of stage %s (run %s) skipped: workflow '%s' is not registered here",
+            rec.stage_id,
+            rec.workflow_run_id,
+            workflow_id,
+        )
+        return
+    try:
         stage = wf.get_stage(rec.stage_id)
         if stage.on_cancel is None or rec.suspended_state is None:
             return
+        latest = k.persistence.get_stage(rec.workflow_run_id, rec.stage_id)
+        if latest is not None and latest.metrics.get(ON_CANCEL_CALLED):
+            return  # another process did it already
         run = k.require_run(rec.workflow_run_id)
         ctx = k.build_context(run, wf, rec.stage_id, attempt=rec.attempt, resume_state=None)
         k.executor.cancel(stage, rec.suspended_state, ctx)
+        if latest is not None:
+            k.persistence.update_stage(
+                rec.workflow_run_id,
+                rec.stage_id,
+                metrics={**latest.metrics, ON_CANCEL_CALLED: True},
+                updated_at=k.now(),
+            )
     except Exception:
         logger.exception("on_cancel of stage %s (run %s) failed", rec.stage_id, rec.workflow_run_id)

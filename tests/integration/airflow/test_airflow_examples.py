@@ -181,7 +181,8 @@ def test_airflow_demo_end_to_end(tmp_path: Path) -> None:
     assert "approval.status = 'approved'" in out
     assert "DAG run success" in out and "Run COMPLETED" in out
     assert '"category": "engineering"' in out
-    assert "total                           2         " in out  # the cost table's total line
+    assert "total                           4         " in out  # the cost table's total line
+    assert "embed      mock:embedder        2 " in out  # the AI batch, collected in the triggerer
     assert "document_pipeline/summarize try 1" in out  # ledger rows carry the Airflow task
     assert "stopped api-server, scheduler, dag-processor, triggerer" in out
     # Nothing it started is left running.

@@ -391,3 +391,49 @@ def test_running_stage_task_marked_failed_through_the_rest_api(
     assert slow.status == Status.CANCELLED and slow.output is None
     assert result.state == "failed"
     assert result.ti_state("slow") == "failed" and result.try_number("slow") == 1
+
+
+def test_deferred_batch_task_marked_failed_cancels_its_job(
+    sensor_env: AirflowEnv, core_api: str
+) -> None:
+    """Marking a deferred batch task failed cancels the workflow run, and the trigger (in the
+    triggerer, where the workflow is importable) calls the stage's ``on_cancel`` once."""
+    before = known_runs(sensor_env, "it-batch")
+    pool, future = in_background(
+        lambda: run_sensor_dag(sensor_env, "it_batch_forever", {"items": ["a", "bb"]})
+    )
+    try:
+        run = wait_for("the workflow run", lambda: newest_run_of(sensor_env, "it-batch", before))
+        airflow_run_id = run.idempotency_key.split("/", 1)[1]
+        wait_for(
+            "the triggerer to poll the batch",
+            lambda: sensor_env.blob_count(run.id, "embed", "polls") >= 1,
+        )
+        _patch(
+            core_api,
+            f"/api/v2/dags/it_batch_forever/dagRuns/{_quote(airflow_run_id)}/taskInstances/embed",
+            {"new_state": "failed"},
+        )
+        wait_for(
+            "the batch job to be cancelled",
+            lambda: sensor_env.blob_count(run.id, "embed", "cancels") >= 1,
+            timeout=60,
+        )
+        result = future.result(timeout=240)
+    finally:
+        pool.shutdown(wait=False)
+    final = wait_for("the workflow run to be final", lambda: _final(sensor_env, run.id))
+    assert final.status == Status.CANCELLED
+    assert "Airflow task 'embed'" in (final.error_message or "")
+    assert sensor_env.stages(run.id)["embed"].status == Status.CANCELLED
+    assert sensor_env.blob_count(run.id, "embed", "submissions") == 1
+    assert sensor_env.blob_count(run.id, "embed", "cancels") == 1
+    assert result.state == "failed"
+    assert result.ti_state("embed") == "failed" and result.ti_state("finish") != "success"
+    # Whoever saw it first (the api-server's listener, or the trigger's on_kill), the trigger
+    # stopped the job: the api-server cannot, it does not know the workflow.
+    folder = sensor_env.home / "logs" / "dag_id=it_batch_forever" / f"run_id={airflow_run_id}"
+    trigger_logs = "".join(
+        p.read_text(errors="replace") for p in folder.glob("task_id=embed/*.trigger.*.log")
+    )
+    assert "cancelled the batch job" in trigger_logs

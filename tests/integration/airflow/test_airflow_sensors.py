@@ -52,6 +52,7 @@ from airflow.sdk import DAG, get_current_context, task
 from pydantic import BaseModel, Field
 
 from airflow_workflow_engine import StageContext, define_stage
+from airflow_workflow_engine.operators.batch import AsyncBatchStageOperator
 from airflow_workflow_engine.operators.stage import StageOperator
 from airflow_workflow_engine.sensors import ApprovalSensor, StageSensor, WorkflowRunSensor
 from tests.integration.airflow import workflows as wf
@@ -167,6 +168,18 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(seconds=0)},
 ) as slow_dag:
     StageOperator(stage=slow)
+
+# A batch that never finishes, for "a deferred batch task marked failed".
+with DAG("it_batch_forever", schedule=None) as batch_forever_dag:
+    (
+        StageOperator(stage=wf.prepare, workflow=wf.batch)
+        >> AsyncBatchStageOperator(
+            stage=wf.embed,
+            workflow=wf.batch,
+            config={"polls_needed": 1000000, "poll_interval": 1.0},
+        )
+        >> StageOperator(stage=wf.finish, workflow=wf.batch)
+    )
 '''
 
 #: Loads the provider's plugin when the package's ``airflow.plugins`` entry point is missing.

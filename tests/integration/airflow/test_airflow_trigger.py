@@ -155,6 +155,60 @@ def test_cancelled_run_ends_the_wait(engine_env: dict[str, Any]) -> None:
     kernel.dispatch(RunCancel(workflow_run_id=run_id, reason="user"))
     events = _events(_trigger(run_id, poll_interval=30))
     assert [e.payload["status"] for e in events] == ["cancelled"]
+    # This kernel knows the workflow: run.cancel called on_cancel; the trigger did not again.
+    assert _count(engine_env, run_id, "cancels") == 1
+
+
+def _count(engine_env: dict[str, Any], run_id: str, name: str) -> int:
+    path = engine_env["blobs"] / "runs" / run_id / "stages" / "embed" / name
+    return int(path.read_text()) if path.exists() else 0
+
+
+def test_run_cancelled_where_the_workflow_is_unknown_cancels_the_job_from_the_trigger(
+    engine_env: dict[str, Any],
+) -> None:
+    """A listener in the api-server cancels the run without calling ``on_cancel`` (it cannot
+    import the workflow): the trigger, which can, stops the batch job once."""
+    from airflow_workflow_engine.kernel.status import Status
+
+    kernel, run_id = _suspend(engine_env["settings"], poll=30)
+    # What the listener's run.cancel leaves behind when the workflow is not registered.
+    kernel.persistence.update_stage(run_id, "embed", status=Status.CANCELLED)
+    kernel.persistence.update_run(run_id, status=Status.CANCELLED)
+    events = _events(_trigger(run_id, poll_interval=30))
+    assert [e.payload["status"] for e in events] == ["cancelled"]
+    assert _count(engine_env, run_id, "cancels") == 1
+    assert kernel.persistence.get_stage(run_id, "embed").metrics["on_cancel_called"] is True
+    # A second trigger (a restarted triggerer) does not cancel twice.
+    assert [e.payload["status"] for e in _events(_trigger(run_id))] == ["cancelled"]
+    assert _count(engine_env, run_id, "cancels") == 1
+
+
+@pytest.mark.parametrize(
+    ("state", "cancelled"),
+    [("failed", True), ("success", True), (None, False), ("scheduled", False), ("queued", False)],
+)
+def test_on_kill_cancels_the_job_unless_the_task_was_cleared(
+    engine_env: dict[str, Any], state: str | None, cancelled: bool
+) -> None:
+    kernel, run_id = _suspend(engine_env["settings"], poll=30)
+    trigger = _rebuilt(_trigger(run_id, poll_interval=30))
+
+    async def task_state() -> str | None:
+        return state
+
+    trigger._task_state = task_state
+    asyncio.run(asyncio.wait_for(trigger.on_kill(), 30))
+    run = kernel.persistence.get_run(run_id)
+    stage = kernel.persistence.get_stage(run_id, "embed")
+    if cancelled:
+        assert run.status.value == "CANCELLED" and stage.status.value == "CANCELLED"
+        assert f"Airflow task 'embed' was marked {state}" in run.error_message
+        assert _count(engine_env, run_id, "cancels") == 1
+    else:  # cleared: the task re-attaches to the batch, which keeps running
+        assert run.status.value in ("RUNNING", "SUSPENDED")
+        assert stage.status.value == "SUSPENDED"
+        assert _count(engine_env, run_id, "cancels") == 0
 
 
 def test_a_second_trigger_after_a_restart_reports_from_the_row(engine_env: dict[str, Any]) -> None:

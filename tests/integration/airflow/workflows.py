@@ -205,6 +205,10 @@ def _embed_check(state: dict[str, Any], ctx: StageContext[Prepared, EmbedConfig]
     )
 
 
+def _embed_cancel(state: dict[str, Any], ctx: StageContext[Prepared, EmbedConfig]) -> None:
+    _bump(ctx, "cancels")  # where a real stage cancels its provider batch
+
+
 def _finish(ctx: StageContext[Embedded, Any]) -> Finished:
     return Finished(total=sum(ctx.input.vectors), batch_id=ctx.input.batch_id)
 
@@ -217,6 +221,7 @@ embed = define_async_batch_stage(
     config=EmbedConfig,
     execute=_embed,
     check_completion=_embed_check,
+    on_cancel=_embed_cancel,
 )
 finish = define_stage(id="finish", input=Embedded, output=Finished, execute=_finish)
 
