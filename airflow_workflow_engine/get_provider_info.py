@@ -77,6 +77,23 @@ _CONFIG: dict[str, Any] = {
                 "1048576",
                 type="integer",
             ),
+            "llm_conn_ids": _option(
+                "Which Airflow connections hold the credentials of each model provider used by "
+                "ctx.ai, as provider=conn_id pairs (several ids: a|b, the first that exists "
+                "wins). Replaces the defaults per provider (openai=llm_openai_default|"
+                "openai_default, google=llm_google_default) and adds providers, e.g. an "
+                "OpenAI-compatible gateway.",
+                "",
+                "openai=my_openai,google=my_gemini,openrouter=llm_openrouter",
+            ),
+            "ai_run_max_cost": _option(
+                "AI budget of every workflow run in US dollars, across its tasks: a call that "
+                "would go over it fails the stage with BudgetExceededError (not retried). "
+                "Empty: no run budget (stages' max_cost config still applies).",
+                "",
+                "5.00",
+                type="float",
+            ),
         },
     }
 }
@@ -111,7 +128,10 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": _INTEGRATION,
-                "python-modules": ["airflow_workflow_engine.hooks.engine"],
+                "python-modules": [
+                    "airflow_workflow_engine.hooks.engine",
+                    "airflow_workflow_engine.hooks.llm",
+                ],
             }
         ],
         "sensors": [
@@ -137,8 +157,14 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "workflow_engine",
                 "hook-class-name": "airflow_workflow_engine.hooks.engine.WorkflowEngineHook",
                 "hook-name": "Workflow Engine",
-            }
+            },
+            {
+                "connection-type": "workflow_engine_llm",
+                "hook-class-name": "airflow_workflow_engine.hooks.llm.WorkflowEngineLLMHook",
+                "hook-name": "Workflow Engine LLM",
+            },
         ],
         "config": _CONFIG,
         "db-managers": ["airflow_workflow_engine.hooks.db_manager.WorkflowEngineDBManager"],
+        "cli": ["airflow_workflow_engine.cli.definition.get_workflow_engine_cli_commands"],
     }

@@ -53,7 +53,12 @@ def test_provider_info_matches_airflows_schema() -> None:
             "connection-type": "workflow_engine",
             "hook-class-name": "airflow_workflow_engine.hooks.engine.WorkflowEngineHook",
             "hook-name": "Workflow Engine",
-        }
+        },
+        {
+            "connection-type": "workflow_engine_llm",
+            "hook-class-name": "airflow_workflow_engine.hooks.llm.WorkflowEngineLLMHook",
+            "hook-name": "Workflow Engine LLM",
+        },
     ]
     assert info["db-managers"] == [
         "airflow_workflow_engine.hooks.db_manager.WorkflowEngineDBManager"
@@ -64,8 +69,11 @@ def test_provider_info_matches_airflows_schema() -> None:
         "blob_store",
         "blob_aws_conn_id",
         "output_blob_threshold",
+        "llm_conn_ids",
+        "ai_run_max_cost",
     }
     assert options["sql_alchemy_conn"]["sensitive"] is True
+    assert options["ai_run_max_cost"]["type"] == "float"
     assert all(o["description"] for o in options.values())
     # Every module and class it names imports.
     from airflow.sdk._shared.module_loading import import_string
@@ -74,6 +82,12 @@ def test_provider_info_matches_airflows_schema() -> None:
         import_string(item["hook-class-name"])
     for name in info["db-managers"]:
         import_string(name)
+    assert info["cli"] == [
+        "airflow_workflow_engine.cli.definition.get_workflow_engine_cli_commands"
+    ]
+    [group] = import_string(info["cli"][0])()
+    assert group.name == "workflow-engine"
+    assert {c.name for c in group.subcommands} >= {"runs", "costs", "rerun", "backfill-rerun"}
     for group in ("hooks", "triggers", "operators"):
         for entry in info[group]:
             for module in entry["python-modules"]:
@@ -98,6 +112,8 @@ def test_airflow_discovers_the_provider() -> None:
     runtime = ProvidersManagerTaskRuntime()  # type: ignore[no-untyped-call]
     hook = runtime.hooks["workflow_engine"]
     assert hook is not None and hook.hook_class_name.endswith("WorkflowEngineHook")
+    llm = runtime.hooks["workflow_engine_llm"]
+    assert llm is not None and llm.hook_class_name.endswith("WorkflowEngineLLMHook")
 
 
 # -- SQLAlchemy URLs from connections -----------------------------------------------------

@@ -1,0 +1,184 @@
+"""``airflow workflow-engine costs``: AI spend from the ledger (``wfe_ai_calls``), rolled up.
+
+The roll-up is :meth:`SqlLedger.rollup` and the table is :func:`ai.report.cost_table`. The
+ledger's roll-up filters by time and workflow run; ``--dag-id`` is applied here, by grouping
+by ``dag_id`` as well and keeping that DAG's groups.
+"""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from airflow_workflow_engine.cli._common import (
+    CommandError,
+    cli_command,
+    engine_url,
+    open_store,
+    parse_when,
+    print_json,
+    resolve_run,
+)
+
+if TYPE_CHECKING:
+    from airflow_workflow_engine.ai.ledger import LedgerEntry, RollupRow
+    from airflow_workflow_engine.ai.sql_ledger import SqlLedger
+
+__all__ = ["LedgerView", "costs"]
+
+_DEFAULT_BY = ("dag", "model")
+_DEFAULT_BY_RUN = ("stage", "model")
+
+
+class LedgerView:
+    """A :class:`~airflow_workflow_engine.ai.ledger.Ledger` whose roll-ups keep only the calls
+    of a time window (``since`` included, ``until`` excluded) and of one DAG."""
+
+    def __init__(
+        self,
+        ledger: SqlLedger,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        dag_id: str | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._since = since
+        self._until = until
+        self._dag_id = dag_id
+
+    def record(self, entry: LedgerEntry) -> None:
+        self._ledger.record(entry)
+
+    def totals(self, workflow_run_id: str, stage_id: str | None = None) -> tuple[Decimal, int]:
+        return self._ledger.totals(workflow_run_id, stage_id)
+
+    def spent(self, workflow_run_id: str, stage_id: str | None = None) -> Decimal:
+        return self._ledger.spent(workflow_run_id, stage_id)
+
+    def entries(
+        self, workflow_run_id: str | None = None, stage_id: str | None = None
+    ) -> list[LedgerEntry]:
+        return self._ledger.entries(workflow_run_id, stage_id)
+
+    def rollup(
+        self,
+        group_by: Sequence[str] = ("model_key",),
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        workflow_run_id: str | None = None,
+    ) -> list[RollupRow]:
+        from airflow_workflow_engine.ai.ledger import normalize_group_by
+
+        dims = normalize_group_by(group_by)
+        window = {"since": since or self._since, "until": until or self._until}
+        if self._dag_id is None or workflow_run_id is not None:
+            return self._ledger.rollup(dims, workflow_run_id=workflow_run_id, **window)
+        rows = self._ledger.rollup((*dims, "dag_id"), workflow_run_id=None, **window)
+        return _merge([r for r in rows if r.group["dag_id"] == self._dag_id], dims)
+
+
+def _merge(rows: Sequence[RollupRow], dims: Sequence[str]) -> list[RollupRow]:
+    """Sums rows that agree on ``dims`` (dropping the other dimensions)."""
+    from airflow_workflow_engine.ai.ledger import RollupRow, money, sort_key
+
+    buckets: dict[tuple[Any, ...], list[RollupRow]] = defaultdict(list)
+    for row in rows:
+        buckets[tuple(row.group[d] for d in dims)].append(row)
+    merged = [
+        RollupRow(
+            group=dict(zip(dims, values, strict=True)),
+            calls=sum(r.calls for r in group),
+            errors=sum(r.errors for r in group),
+            input_tokens=sum(r.input_tokens for r in group),
+            output_tokens=sum(r.output_tokens for r in group),
+            cached_tokens=sum(r.cached_tokens for r in group),
+            cost=money(sum((r.cost for r in group), Decimal(0))),
+            unpriced_calls=sum(r.unpriced_calls for r in group),
+        )
+        for values, group in buckets.items()
+    ]
+    return sorted(merged, key=lambda r: sort_key(r, dims))
+
+
+def _dimensions(by: str | None, per_run: bool) -> tuple[str, ...]:
+    from airflow_workflow_engine.ai.ledger import normalize_group_by
+
+    names = [n.strip() for n in by.split(",") if n.strip()] if by else []
+    try:
+        return normalize_group_by(names or (_DEFAULT_BY_RUN if per_run else _DEFAULT_BY))
+    except ValueError as exc:
+        raise CommandError(f"--by: {exc}") from exc
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, (date, datetime)) else value
+
+
+def _row_json(row: RollupRow) -> dict[str, Any]:
+    return {
+        **{dim: _json_value(value) for dim, value in row.group.items()},
+        "calls": row.calls,
+        "errors": row.errors,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "cached_tokens": row.cached_tokens,
+        "total_tokens": row.total_tokens,
+        "cost": float(row.cost),
+        "unpriced_calls": row.unpriced_calls,
+    }
+
+
+@cli_command()
+def costs(args: Namespace) -> None:
+    """Calls, tokens and cost per group, with a total."""
+    from airflow_workflow_engine.ai.report import cost_table
+    from airflow_workflow_engine.ai.sql_ledger import SqlLedger
+
+    if args.run_id and not args.dag_id:
+        raise CommandError("--run-id needs --dag-id: a DAG run is named by both.")
+    dims = _dimensions(args.by, per_run=bool(args.run_id))
+    since = parse_when(args.since) if args.since else None
+    until = parse_when(args.until, end=True) if args.until else None
+    if since is not None and until is not None and until < since:
+        raise CommandError(f"--until ({args.until}) is before --since ({args.since}).")
+    workflow_run_id: str | None = None
+    if args.run_id:
+        with open_store(args.conn_id) as store:
+            workflow_run_id = resolve_run(store, args.dag_id, args.run_id, None).id
+    ledger = SqlLedger(engine_url(args.conn_id))
+    try:
+        view = LedgerView(ledger, since=since, until=until, dag_id=args.dag_id)
+        if args.output != "json":
+            print(cost_table(view, workflow_run_id, dims))
+            return
+        rows = view.rollup(dims, workflow_run_id=workflow_run_id)
+    finally:
+        ledger.close()
+    merged = _merge(rows, ())
+    total = merged[0] if merged else _empty_total()
+    print_json(
+        {
+            "group_by": list(dims),
+            "filters": {
+                "dag_id": args.dag_id,
+                "run_id": args.run_id,
+                "workflow_run_id": workflow_run_id,
+                "since": since.isoformat() if since else None,
+                "until": until.isoformat() if until else None,
+            },
+            "rows": [_row_json(r) for r in rows],
+            "total": _row_json(total),
+        }
+    )
+
+
+def _empty_total() -> RollupRow:
+    from airflow_workflow_engine.ai.ledger import RollupRow
+
+    return RollupRow(group={}, calls=0)

@@ -1,0 +1,244 @@
+"""The ``airflow workflow-engine`` command group: argparse metadata only.
+
+Airflow imports this module on every ``airflow`` start (``"cli"`` in ``get_provider_info()``),
+so it imports nothing at module level but the standard library, and Airflow's CLI classes only
+inside :func:`get_workflow_engine_cli_commands`. The command bodies are loaded lazily, with
+``lazy_load_command``, from ``runs.py``, ``costs.py``, ``rerun.py``, ``approval.py`` and
+``db.py``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow.cli.cli_config import CLICommand
+
+__all__ = ["DEFAULT_CONN_ID", "GROUP_NAME", "get_workflow_engine_cli_commands"]
+
+GROUP_NAME = "workflow-engine"
+#: ``airflow_workflow_engine.hooks.engine.DEFAULT_CONN_ID``, spelled out: importing the hook
+#: module would import the Task SDK on every ``airflow`` start.
+DEFAULT_CONN_ID = "workflow_engine_default"
+_PACKAGE = "airflow_workflow_engine.cli"
+_STATUSES = ("PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "FAILED", "CANCELLED", "SKIPPED")
+
+
+def get_workflow_engine_cli_commands() -> list[CLICommand]:
+    """The ``workflow-engine`` group, for Airflow's ``ProvidersManager``."""
+    from airflow.cli.cli_config import (
+        ActionCommand,
+        Arg,
+        GroupCommand,
+        lazy_load_command,
+    )
+
+    def arg(*flags: str, **kwargs: Any) -> Any:
+        return Arg(flags, **kwargs)  # type: ignore[no-untyped-call]
+
+    def func(name: str) -> Any:
+        return lazy_load_command(f"{_PACKAGE}.{name}")
+
+    conn_id = arg(
+        "--conn-id",
+        default=DEFAULT_CONN_ID,
+        help="Airflow connection of the engine's database; when the default one does not "
+        "exist, the sql_alchemy_conn option of the workflow_engine config section is used "
+        "(default: %(default)s)",
+    )
+    output = arg(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        metavar="(table, json)",
+        help="Output format (default: table)",
+    )
+    verbose = arg("-v", "--verbose", action="store_true", help="Show logs and tracebacks")
+    yes = arg("-y", "--yes", action="store_true", help="Do not ask for confirmation")
+    dry_run = arg(
+        "--dry-run", action="store_true", help="Print what would be cleared; change nothing"
+    )
+    only = arg(
+        "--only",
+        action="store_true",
+        help="Clear only the stage's task, not the tasks downstream of it",
+    )
+    from_stage = arg(
+        "--from-stage",
+        required=True,
+        metavar="STAGE",
+        help="Stage id to rerun from (the stage of a StageOperator task of the DAG)",
+    )
+    dag_id = arg("dag_id", metavar="DAG_ID", help="The DAG id")
+    opt_dag_id = arg("dag_id", metavar="DAG_ID", nargs="?", help="The DAG id")
+    opt_run_id = arg("run_id", metavar="RUN_ID", nargs="?", help="The DAG run id")
+    run_id = arg("run_id", metavar="RUN_ID", help="The DAG run id")
+    workflow_run_id = arg(
+        "--workflow-run-id",
+        metavar="ID",
+        help="The workflow run's id, instead of DAG_ID RUN_ID",
+    )
+    decision = (
+        opt_dag_id,
+        opt_run_id,
+        workflow_run_id,
+        arg("--by", required=True, metavar="USER", help="Who decides (the approver)"),
+        arg("--comment", metavar="TEXT", help="Why (shown by ApprovalSensor)"),
+        arg(
+            "--stage-id",
+            metavar="STAGE",
+            help="Decide for one stage (an ApprovalSensor with stage_id=...)",
+        ),
+        arg(
+            "--key-prefix",
+            default="approval.",
+            metavar="PREFIX",
+            help="Annotation key prefix: another one for a second sign-off, like the "
+            "sensor's key_prefix (default: %(default)s)",
+        ),
+        conn_id,
+        verbose,
+    )
+
+    runs = GroupCommand(
+        name="runs",
+        help="List and inspect workflow runs",
+        subcommands=(
+            ActionCommand(
+                name="list",
+                help="List workflow runs, newest first",
+                description="List workflow runs, newest first, with the DAG run of each "
+                "(idempotency key '<dag_id>/<run_id>'), status, times and AI cost.",
+                func=func("runs.runs_list"),
+                args=(
+                    arg("--dag-id", metavar="DAG_ID", help="Only runs of this DAG"),
+                    arg("--workflow-id", metavar="ID", help="Only runs of this workflow"),
+                    arg(
+                        "--status",
+                        type=str.upper,
+                        choices=_STATUSES,
+                        metavar="STATUS",
+                        help=f"Only runs in this status ({', '.join(_STATUSES)})",
+                    ),
+                    arg(
+                        "--limit",
+                        type=int,
+                        default=20,
+                        help="How many runs at most (default: %(default)s)",
+                    ),
+                    output,
+                    conn_id,
+                    verbose,
+                ),
+            ),
+            ActionCommand(
+                name="show",
+                help="Show one workflow run: input, stages, annotations",
+                description="Show the workflow run of a DAG run: status, input, error, each "
+                "stage (status, attempt, group, duration, AI cost and tokens, an output "
+                "preview or its blob reference) and the annotations.",
+                func=func("runs.runs_show"),
+                args=(opt_dag_id, opt_run_id, workflow_run_id, output, conn_id, verbose),
+            ),
+        ),
+    )
+    costs = ActionCommand(
+        name="costs",
+        help="AI spend from the cost ledger, rolled up",
+        description="Calls, tokens and cost from the AI cost ledger (wfe_ai_calls), grouped by "
+        "the dimensions of --by.",
+        func=func("costs.costs"),
+        args=(
+            arg(
+                "--by",
+                metavar="DIMS",
+                help="Comma-separated dimensions: model, provider, dag, dag_run, task_id, stage, "
+                "run, day, topic, call_type, status, model_id (default: dag,model; with "
+                "--run-id: stage,model)",
+            ),
+            arg("--dag-id", metavar="DAG_ID", help="Only calls made by this DAG's tasks"),
+            arg(
+                "--run-id",
+                metavar="RUN_ID",
+                help="Only calls of this DAG run's workflow run (needs --dag-id)",
+            ),
+            arg("--since", metavar="DATE", help="From this date or date-time (included)"),
+            arg("--until", metavar="DATE", help="Up to this date (included) or date-time"),
+            output,
+            conn_id,
+            verbose,
+        ),
+    )
+    rerun = ActionCommand(
+        name="rerun",
+        help="Rerun a DAG run from a stage (clear its task and downstream)",
+        description="Clear the task of a stage, and unless --only every task downstream of "
+        "it, in one DAG run, and set the DAG run back to queued, as `airflow tasks clear` "
+        "does. When the scheduler runs a cleared stage task again, the stage reruns in the "
+        "engine.",
+        func=func("rerun.rerun"),
+        args=(dag_id, run_id, from_stage, only, dry_run, yes, conn_id, verbose),
+    )
+    backfill_rerun = ActionCommand(
+        name="backfill-rerun",
+        help="Rerun from a stage in every DAG run of a date range",
+        description="`rerun` for every DAG run of the DAG whose logical date is between "
+        "--start-date and --end-date (both included; a date alone as --end-date includes "
+        "that whole day).",
+        func=func("rerun.backfill_rerun"),
+        args=(
+            dag_id,
+            from_stage,
+            arg("--start-date", required=True, metavar="DATE", help="First logical date"),
+            arg("--end-date", required=True, metavar="DATE", help="Last logical date"),
+            only,
+            dry_run,
+            yes,
+            conn_id,
+            verbose,
+        ),
+    )
+    approve = ActionCommand(
+        name="approve",
+        help="Approve a workflow run (for ApprovalSensor)",
+        description="Record an approval on the workflow run of a DAG run; an ApprovalSensor "
+        "waiting on it succeeds.",
+        func=func("approval.approve_run"),
+        args=decision,
+    )
+    reject = ActionCommand(
+        name="reject",
+        help="Reject a workflow run (for ApprovalSensor)",
+        description="Record a rejection on the workflow run of a DAG run; an ApprovalSensor "
+        "waiting on it fails, naming who rejected and why.",
+        func=func("approval.reject_run"),
+        args=decision,
+    )
+    db = GroupCommand(
+        name="db",
+        help="The engine's tables: migrate, current revision",
+        subcommands=(
+            ActionCommand(
+                name="migrate",
+                help="Create or upgrade the engine's tables",
+                description="Apply the engine's own Alembic migrations (version table "
+                "wfe_alembic_version), where `airflow db migrate` would. Safe to repeat.",
+                func=func("db.db_migrate"),
+                args=(conn_id, verbose),
+            ),
+            ActionCommand(
+                name="current",
+                help="Show the revision of the engine's tables",
+                func=func("db.db_current"),
+                args=(conn_id, verbose),
+            ),
+        ),
+    )
+    return [
+        GroupCommand(
+            name=GROUP_NAME,
+            help="Workflow engine: runs, AI costs, rerun from a stage, approvals, its tables",
+            subcommands=(runs, costs, rerun, backfill_rerun, approve, reject, db),
+        )
+    ]
