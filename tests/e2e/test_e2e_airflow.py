@@ -314,6 +314,52 @@ def test_clear_completed_stage_reruns_it_and_downstream(cluster: AirflowCluster)
         assert [e.type for e in events].count("workflow:completed") == 2
 
 
+def workflow_engine_cli(cluster: AirflowCluster, *args: str) -> str:
+    """``airflow workflow-engine ...`` against the cluster; its stdout."""
+    import subprocess
+
+    from tests.e2e.cluster import airflow_bin
+
+    done = subprocess.run(
+        [airflow_bin(), "workflow-engine", *args],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_cli_rerun_from_a_stage_and_report(cluster: AirflowCluster) -> None:
+    """``airflow workflow-engine rerun --from-stage embed`` clears embed and publish; the
+    scheduler reruns them and the CLI's run and cost reports agree with the engine."""
+    run_id = f"e2e_cli_{uuid.uuid4().hex[:8]}"
+    with cluster.explain_failure(DAG, run_id):
+        cluster.trigger(DAG, CONF, run_id)
+        first = finished_run(cluster, DAG, run_id)
+        assert first.dag_run["state"] == "success"
+
+        out = workflow_engine_cli(cluster, "rerun", DAG, run_id, "--from-stage", "embed", "-y")
+        assert "Cleared 2 task instance(s)" in out, out
+        second = finished_run(cluster, DAG, run_id)
+
+        assert second.dag_run["state"] == "success"
+        tries = {t: ti["try_number"] for t, ti in second.tis.items()}
+        assert tries == {"intake": 1, "summarize": 1, "classify": 1, "embed": 2, "publish": 2}
+        assert second.kernel_run.status.value == "COMPLETED"
+        for sid in ("intake", "summarize", "classify"):
+            assert second.stages[sid].id == first.stages[sid].id
+        assert second.stages["embed"].attempt == second.stages["publish"].attempt == 2
+
+        shown = json.loads(workflow_engine_cli(cluster, "runs", "show", DAG, run_id, "-o", "json"))
+        assert json.dumps(shown).count(first.kernel_run.id) >= 1
+        assert "COMPLETED" in json.dumps(shown)
+        costs = workflow_engine_cli(cluster, "costs", "--dag-id", DAG, "--run-id", run_id)
+        assert "mock:e2e-summarizer" in costs and "mock:e2e-classifier" in costs
+
+
 def test_fix_and_clear_a_failed_stage(cluster: AirflowCluster) -> None:
     """``classify`` fails (a bug); the DAG run and the workflow run fail. After the fix,
     clearing the failed task (with downstream) completes the same workflow run."""
