@@ -304,6 +304,49 @@ def test_operator_defers_once_and_retries_do_not_resubmit(engine_env: dict[str, 
     assert annotations["trigger.dag_run_id"] == "manual__1"
 
 
+def test_clear_reruns_a_finished_stage_and_a_retry_replays_it(
+    engine_env: dict[str, Any],
+) -> None:
+    """Airflow's clear sets ``max_tries = try_number + retries``: a try past that series'
+    start reruns the finished stage; a retry inside the series replays its stored result."""
+    from airflow_workflow_engine.dag import build_dag
+    from airflow_workflow_engine.hooks.engine import kernel_for
+
+    wf = _wf()
+    dag = build_dag(wf.linear, dag_id="it_linear_clear", conn_id=None)
+    greet, shout = _task(dag, "greet"), _task(dag, "shout")
+    conf = {"name": "ada"}
+    first = greet.execute(_context(conf=conf))
+    shout.execute(_context(conf=conf))
+    run_id = first["workflow_run_id"]
+    kernel = kernel_for(engine_env["settings"], wf.linear)
+    before = kernel.persistence.get_stage(run_id, "greet")
+    assert kernel.persistence.get_run(run_id).status.value == "COMPLETED"
+
+    # A duplicate delivery of try 1 (retries=0, never cleared): the stored result.
+    again = greet.execute(_context(conf=conf))
+    assert again["replayed"] is True and again["attempt"] == 1
+
+    # Cleared after try 1: try 2 with max_tries = 1 + 0 reruns greet (a new row).
+    cleared = greet.execute(_context(try_number=2, max_tries=1, conf=conf))
+    assert cleared["replayed"] is False and cleared["attempt"] == 2
+    after = kernel.persistence.get_stage(run_id, "greet")
+    assert after.id != before.id and after.attempt == 2
+    # shout was not cleared (no task states here): it keeps its row and the run completes.
+    assert cleared["run_status"] == "COMPLETED"
+    events = [e.payload for e in kernel.persistence.list_events(run_id)]
+    reruns = [p for p in events if "rerun_stages" in p]
+    assert reruns == [
+        {"rerun_stages": ["greet"], "reason": "task 'greet' cleared in Airflow (try 2)"}
+    ]
+
+    # The same try number with retries=1 is a retry inside the first series: replayed.
+    greet.retries = 1
+    retry = greet.execute(_context(try_number=2, max_tries=1, conf=conf))
+    assert retry["replayed"] is True and retry["attempt"] == 2
+    assert kernel.persistence.get_stage(run_id, "greet").id == after.id
+
+
 def test_execute_complete_maps_failures(engine_env: dict[str, Any]) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
