@@ -32,8 +32,9 @@ variables (``OPENAI_API_KEY``, ``GEMINI_API_KEY``...). The ``mock`` provider nee
 under Airflow its batches are kept in ``$AIRFLOW_HOME/workflow_engine/mock_batches`` so that
 a batch a worker submitted can be polled from the triggerer.
 
-Connections are looked up on the first ``ctx.ai`` of a process (a stage that calls no model
-costs nothing) and again after five minutes in long-lived processes (the triggerer). Ledger
+A provider's connections are looked up when one of its models is first used in a process (a
+stage that calls only ``mock`` models looks up nothing) and again after five minutes in
+long-lived processes (the triggerer). Ledger
 rows are labelled with the DAG id, DAG run id and task id of the running task (from Airflow's
 task context; in the triggerer, the DAG run the workflow run belongs to), the
 workflow run id and the attempt (the task's try number). ``[workflow_engine] ai_run_max_cost``
@@ -350,10 +351,12 @@ def _task_labels() -> TaskLabels:
 class AirflowAIFactory:
     """The kernel's ``ai_factory`` under Airflow (one per kernel, so one per process).
 
-    Builds each stage's ``ctx.ai`` with the providers of :func:`providers_from_airflow` and
-    labels ledger rows with the Airflow DAG id and task id. Connections are read on first use
-    and again after ``refresh_seconds`` (long-lived processes such as the triggerer pick up a
-    changed key without a restart); SDK clients are kept while the settings stay the same.
+    Builds each stage's ``ctx.ai`` with providers from Airflow connections and labels ledger
+    rows with the Airflow DAG, DAG run and task. A provider's connections are read when one of
+    its models is first used (a stage that only calls ``mock`` models reads none) and again
+    after ``refresh_seconds`` (long-lived processes such as the triggerer pick up a changed
+    key without a restart); SDK clients are kept while the settings stay the same (see
+    :class:`~airflow_workflow_engine.hooks.llm_registry.ConnectionProviderRegistry`).
     ``providers`` (a mapping or registry) replaces the connection lookup (tests).
     """
 
@@ -376,31 +379,28 @@ class AirflowAIFactory:
         self._refresh_seconds = refresh_seconds
         self._clock = clock
         self._registry: ProviderRegistry | None = None
-        self._settings: dict[str, Any] | None = None
-        self._read_at = 0.0
         self._lock = threading.Lock()
 
     def registry(self) -> ProviderRegistry:
-        """The providers, from Airflow connections (re-read after ``refresh_seconds``)."""
+        """The providers: the given ones, or those of Airflow connections (read lazily)."""
         from airflow_workflow_engine.ai.settings import ProviderRegistry
+        from airflow_workflow_engine.hooks.llm_registry import ConnectionProviderRegistry
 
         with self._lock:
             given = self._given
             if isinstance(given, ProviderRegistry):
                 return given
-            now = self._clock()
-            fresh = self._registry is not None and now - self._read_at < self._refresh_seconds
-            if fresh and self._registry is not None:
-                return self._registry
-            settings = (
-                dict(given)
-                if given is not None
-                else providers_from_airflow(self._lookup, self._get_connection)
-            )
-            if self._registry is None or settings != self._settings:
-                self._registry = ProviderRegistry(settings)
-                self._settings = settings
-            self._read_at = now
+            if self._registry is None:
+                self._registry = (
+                    ProviderRegistry(given)
+                    if given is not None
+                    else ConnectionProviderRegistry(
+                        configured_conn_ids() if self._lookup is None else self._lookup,
+                        self._get_connection,
+                        refresh_seconds=self._refresh_seconds,
+                        clock=self._clock,
+                    )
+                )
             return self._registry
 
     def _labels_of_run(self, workflow_run_id: str) -> TaskLabels:

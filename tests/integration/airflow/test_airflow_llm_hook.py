@@ -182,16 +182,45 @@ def test_connections_are_reread_after_a_while_and_clients_kept() -> None:
         refresh_seconds=60,
         clock=lambda: now[0],
     )
-    first = factory.registry()
+    registry = factory.registry()
+    assert factory.registry() is registry
+    assert registry.adapter("mock") is not None and lookups == []  # mock: nothing looked up
+    first = registry.adapter("openai")
+    assert lookups == ["llm_openai_default"]
     now[0] = 59
-    assert factory.registry() is first and len(lookups) == 1  # cached
+    assert registry.adapter("openai") is first and len(lookups) == 1  # cached
     now[0] = 61
-    assert factory.registry() is first and len(lookups) == 2  # re-read, unchanged: kept
+    assert registry.adapter("openai") is first and len(lookups) == 2  # re-read, unchanged: kept
     key[0] = "rotated"
     now[0] = 200
-    rotated = factory.registry()
+    registry.parse("openai:gpt-5-mini")  # a model of the provider triggers the re-read
+    rotated = registry.adapter("openai")
     assert rotated is not first and len(lookups) == 3
-    assert rotated.secrets()[0] == "rotated"
+    assert registry.secrets()[0] == "rotated"
+
+
+def test_only_the_providers_a_stage_uses_are_looked_up() -> None:
+    """A missing connection costs a round trip to Airflow (seconds in the triggerer): a stage
+    calling mock models looks up none; the first OpenAI call looks up OpenAI's only."""
+    from airflow_workflow_engine.ai.ledger import InMemoryLedger
+    from airflow_workflow_engine.hooks.llm import DEFAULT_LLM_CONN_IDS, AirflowAIFactory
+
+    lookups: list[str] = []
+
+    def get(conn_id: str) -> Any:
+        lookups.append(conn_id)
+        return None  # no connection: the SDK's defaults (environment) apply
+
+    registry = AirflowAIFactory(
+        InMemoryLedger(), lookup=DEFAULT_LLM_CONN_IDS, get_connection=get
+    ).registry()
+    registry.adapter("mock")
+    registry.parse("mock:summarizer")
+    assert lookups == []
+    registry.parse("openai:gpt-5-mini")
+    assert lookups == list(DEFAULT_LLM_CONN_IDS["openai"])
+    registry.parse("openai:gpt-5-mini")
+    assert lookups == list(DEFAULT_LLM_CONN_IDS["openai"])  # not again before the refresh
 
 
 def test_run_budget_from_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
