@@ -596,13 +596,16 @@ def run_demo(args: argparse.Namespace) -> int:
         airflow.start()
         airflow.wait_healthy()
         print(
-            f"\n    Airflow UI: {airflow.url}   login: {ADMIN_USER} / {airflow.password}\n",
+            f"\n    Airflow UI: {airflow.url}   login: {ADMIN_USER} / {airflow.password}"
+            f"\n    workflow runs and AI spend: {airflow.url}/workflow-engine/runs\n",
             flush=True,
         )
         airflow.wait_for_dag(DEMO_DAG_ID)
         run_id = airflow.trigger(DEMO_DAG_ID, run_input)
         step(f"triggered DAG {DEMO_DAG_ID!r} through the REST API: run {run_id}")
-        print(f"    follow it in the UI: {airflow.url}/dags/{DEMO_DAG_ID}/runs/{run_id}\n")
+        print(f"    follow it in the UI: {airflow.url}/dags/{DEMO_DAG_ID}/runs/{run_id}")
+        workflow_page = f"{airflow.url}/workflow-engine/dags/{DEMO_DAG_ID}/runs/{run_id}"
+        print(f"    its workflow run: {workflow_page}\n")
         tis = _follow(airflow, run_id, args.timeout, auto_approve=not args.no_approve)
         code = _report(airflow, run_id, tis)
         if args.keep_running:

@@ -164,6 +164,13 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Workflow Engine LLM",
             },
         ],
+        "extra-links": ["airflow_workflow_engine.plugins.links.WorkflowRunLink"],
+        "plugins": [
+            {
+                "name": "workflow_engine",
+                "plugin-class": "airflow_workflow_engine.plugins.plugin.WorkflowEnginePlugin",
+            }
+        ],
         "config": _CONFIG,
         "db-managers": ["airflow_workflow_engine.hooks.db_manager.WorkflowEngineDBManager"],
         "cli": ["airflow_workflow_engine.cli.definition.get_workflow_engine_cli_commands"],

@@ -22,6 +22,13 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
     || echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
   apt-get install -y -q --no-install-recommends postgresql
 fi
+# Debian's Chromium for the UI tests (playwright drives it; it never downloads a browser).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "==> installing Chromium (apt-get install chromium)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends chromium
+fi
 
 echo "==> pytest"
 pytest "$@"

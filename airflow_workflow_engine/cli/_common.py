@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from airflow_workflow_engine.errors import WorkflowEngineError
+from airflow_workflow_engine.plugins.ui.queries import newest_runs, split_key
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.records import RunRecord
@@ -110,50 +111,6 @@ def open_store(conn_id: str) -> Iterator[SqlPersistence]:
         yield store
     finally:
         store.close()
-
-
-def split_key(key: str | None) -> tuple[str | None, str | None]:
-    """``(dag_id, run_id)`` of a workflow run's idempotency key ``"<dag_id>/<run_id>"``."""
-    if not key or "/" not in key:
-        return None, None
-    dag_id, _, run_id = key.partition("/")
-    return dag_id, run_id
-
-
-def newest_runs(
-    store: SqlPersistence,
-    *,
-    dag_id: str | None = None,
-    workflow_id: str | None = None,
-    status: str | None = None,
-    limit: int = 20,
-) -> list[RunRecord]:
-    """Workflow runs, newest first; ``dag_id`` keeps those created by that DAG's runs.
-
-    (``Persistence.list_runs`` returns the oldest first, for the kernel's claim order.)
-    """
-    from sqlalchemy import exc, func, select
-
-    from airflow_workflow_engine.kernel.records import RunRecord
-    from airflow_workflow_engine.persistence.sql.errors import translate_error
-    from airflow_workflow_engine.persistence.sql.tables import workflow_runs as t
-
-    query = select(t)
-    if dag_id is not None:
-        prefix = f"{dag_id}/"
-        # Not LIKE: DAG ids may hold '_', a LIKE wildcard.
-        query = query.where(func.substr(t.c.idempotency_key, 1, len(prefix)) == prefix)
-    if workflow_id is not None:
-        query = query.where(t.c.workflow_id == workflow_id)
-    if status is not None:
-        query = query.where(t.c.status == status)
-    query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit)
-    try:
-        with store.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-    except (exc.DBAPIError, exc.TimeoutError) as err:
-        raise translate_error(err, store.engine.url) from err
-    return [RunRecord.model_validate(dict(row)) for row in rows]
 
 
 def resolve_run(

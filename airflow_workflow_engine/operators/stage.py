@@ -38,6 +38,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_workflow_engine.definitions.stage import Stage
 from airflow_workflow_engine.errors import WorkflowDefinitionError, WorkflowEngineError
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID, WorkflowEngineHook
+from airflow_workflow_engine.plugins.links import WorkflowRunLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -97,6 +98,7 @@ class StageOperator(BaseOperator):
     template_fields_renderers: ClassVar[dict[str, str]] = {"config": "json"}
     shallow_copy_attrs: Sequence[str] = ("stage", "_workflow")
     ui_color = "#e3ecfa"
+    operator_extra_links = (WorkflowRunLink(),)
 
     def __init__(
         self,

@@ -175,6 +175,7 @@ def test_airflow_demo_end_to_end(tmp_path: Path) -> None:
     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in home.glob("*.log"))
     assert done.returncode == 0, f"{out[-6000:]}\n{done.stderr[-4000:]}\n{logs}"
     assert "Airflow UI: http://127.0.0.1:" in out and "login: admin / " in out
+    assert "/workflow-engine/runs" in out and "its workflow run: http://127.0.0.1:" in out
     for stage_id in ("extract", "summarize", "classify", "embed", "publish"):
         assert f"] {stage_id}" in out
     assert "approving workflow run" in out

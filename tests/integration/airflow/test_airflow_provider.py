@@ -63,6 +63,13 @@ def test_provider_info_matches_airflows_schema() -> None:
     assert info["db-managers"] == [
         "airflow_workflow_engine.hooks.db_manager.WorkflowEngineDBManager"
     ]
+    assert info["extra-links"] == ["airflow_workflow_engine.plugins.links.WorkflowRunLink"]
+    assert info["plugins"] == [
+        {
+            "name": "workflow_engine",
+            "plugin-class": "airflow_workflow_engine.plugins.plugin.WorkflowEnginePlugin",
+        }
+    ]
     options = info["config"]["workflow_engine"]["options"]
     assert set(options) == {
         "sql_alchemy_conn",
@@ -82,6 +89,10 @@ def test_provider_info_matches_airflows_schema() -> None:
         import_string(item["hook-class-name"])
     for name in info["db-managers"]:
         import_string(name)
+    for name in info["extra-links"]:
+        assert import_string(name)().name == "Workflow run"
+    for plugin in info["plugins"]:
+        assert import_string(plugin["plugin-class"]).name == plugin["name"]
     assert info["cli"] == [
         "airflow_workflow_engine.cli.definition.get_workflow_engine_cli_commands"
     ]

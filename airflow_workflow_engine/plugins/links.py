@@ -1,0 +1,45 @@
+"""The "Workflow run" extra link of stage tasks: the engine's page of the task's DAG run.
+
+Airflow 3 computes an operator's extra links in the task process when the task finishes
+(each try) and keeps them in XCom (``_link_WorkflowRunLink``); the UI shows them as buttons
+on the task instance. The link is declared on
+:class:`~airflow_workflow_engine.operators.stage.StageOperator` (and so on
+``AsyncBatchStageOperator``) and listed under ``extra-links`` in the provider info.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from airflow.sdk import BaseOperatorLink
+
+from airflow_workflow_engine.plugins.ui import URL_PREFIX
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+    from airflow.sdk.types import TaskInstanceKey
+
+__all__ = ["WorkflowRunLink", "workflow_run_url"]
+
+
+def workflow_run_url(dag_id: str, run_id: str, base_url: str | None = None) -> str:
+    """``<[api] base_url>/workflow-engine/dags/<dag_id>/runs/<run_id>`` (path segments
+    percent-encoded); a path from the root when ``base_url`` is not set."""
+    if base_url is None:
+        from airflow.sdk import conf
+
+        base_url = conf.get("api", "base_url", fallback="") or ""
+    path = f"{URL_PREFIX}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe=':+@')}"
+    return base_url.rstrip("/") + path
+
+
+class WorkflowRunLink(BaseOperatorLink):
+    """Opens the engine's page of the DAG run's workflow run: its stages, annotations and
+    AI calls."""
+
+    name = "Workflow run"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        del operator
+        return workflow_run_url(ti_key.dag_id, ti_key.run_id)

@@ -1,0 +1,443 @@
+"""The FastAPI app of the workflow engine's pages, mounted by Airflow's api-server under
+``/workflow-engine`` (see :class:`~airflow_workflow_engine.plugins.ui.WorkflowEngineUI`).
+
+Server-rendered HTML (Jinja2 templates and one stylesheet in this package) and a JSON API:
+
+====================================================  =========================================
+``/runs``, ``/api/runs``                              workflow runs, newest first
+``/runs/{id}``, ``/api/runs/{id}``                    one run: stages, annotations, AI calls,
+                                                      events
+``/dags/{dag_id}/runs/{run_id}`` (and under ``/api``)  the workflow run of an Airflow DAG run
+``/costs``, ``/api/costs``                            AI spend by day, model and DAG
+====================================================  =========================================
+
+Only logged-in Airflow users get in, through Airflow's own security dependency
+(:func:`airflow.api_fastapi.core_api.security.get_user`: the ``Authorization: Bearer`` JWT or
+the browser's ``_token`` cookie). A user sees the runs and costs of the DAGs the auth manager
+lets them read; runs and ledger rows that belong to no DAG (made outside Airflow) only when
+they may read every DAG. Without a valid token the JSON API answers 401 and a page redirects
+to Airflow's login.
+
+This module imports Airflow's api-server code: it is imported on the first request, in the
+api-server, never when the plugin is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.core_api.security import GetUserDep
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from airflow_workflow_engine.cli._common import CommandError, money_text, parse_when
+from airflow_workflow_engine.errors import WorkflowEngineError
+from airflow_workflow_engine.kernel.status import Status
+from airflow_workflow_engine.plugins.ui import URL_PREFIX
+from airflow_workflow_engine.plugins.ui.models import CostReport, RunDetail, RunList
+from airflow_workflow_engine.plugins.ui.queries import split_key
+from airflow_workflow_engine.plugins.ui.reader import EngineReader, get_reader
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+#: Runs per page unless ``limit`` says otherwise, and the most one page may hold.
+PAGE_SIZE = 25
+MAX_PAGE_SIZE = 200
+STATUSES = [s.value for s in Status]
+#: Characters of a run's input or output shown on its page (the JSON API has them whole).
+JSON_CHARS = 4000
+
+
+# -- who may read what -----------------------------------------------------------------------
+
+
+class Access:
+    """What the logged-in user may read: every DAG, or the DAGs the auth manager lists."""
+
+    def __init__(self, user: BaseUser) -> None:
+        self.user = user
+        self.all_dags = get_auth_manager().is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.RUN, user=user
+        )
+
+    @cached_property
+    def dag_ids(self) -> frozenset[str] | None:
+        """``None`` for every DAG (and runs made outside Airflow), else the readable DAGs."""
+        if self.all_dags:
+            return None
+        return frozenset(get_auth_manager().get_authorized_dag_ids(user=self.user, method="GET"))
+
+    def check_run(self, dag_id: str | None) -> None:
+        """Raises 403 unless the user may read the runs of ``dag_id`` (``None``: no DAG)."""
+        if self.all_dags:
+            return
+        if dag_id is not None:
+            from airflow.models.dag import DagModel
+
+            details = DagDetails(id=dag_id, team_name=DagModel.get_team_name(dag_id))
+            if get_auth_manager().is_authorized_dag(
+                method="GET", access_entity=DagAccessEntity.RUN, details=details, user=self.user
+            ):
+                return
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"You may not read the runs of DAG '{dag_id}'."
+            )
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "This workflow run was not created by a DAG run; only users who may read every "
+            "DAG may see it.",
+        )
+
+
+def _access(user: GetUserDep) -> Access:
+    return Access(user)
+
+
+def _reader() -> EngineReader:
+    return get_reader()
+
+
+AccessDep = Annotated[Access, Depends(_access)]
+ReaderDep = Annotated[EngineReader, Depends(_reader)]
+
+
+class RunFilter(BaseModel):
+    """The query parameters of a list of runs."""
+
+    dag_id: str | None = Field(None, description="Only runs of this DAG.")
+    status: str | None = Field(None, description=f"Only runs in this status: {STATUSES}.")
+    limit: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Runs per page.")
+    offset: int = Field(0, ge=0, description="Runs to skip (newest first).")
+
+
+RunFilterQuery = Annotated[RunFilter, Query()]
+SinceQuery = Annotated[
+    str | None,
+    Query(
+        description="Only calls from this date-time on (ISO 8601; a date alone is midnight "
+        "in Airflow's default timezone)."
+    ),
+]
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _status(value: str | None) -> str | None:
+    if not value:
+        return None
+    name = value.strip().upper()
+    if name not in STATUSES:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"Unknown status {value!r}; use one of {', '.join(STATUSES)}.",
+        )
+    return name
+
+
+def _since(value: str | None) -> datetime | None:
+    if not value or not value.strip():
+        return None
+    try:
+        return parse_when(value)
+    except CommandError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"since: {exc}") from None
+
+
+def _list_runs(reader: EngineReader, access: Access, filters: RunFilter) -> RunList:
+    return reader.runs(
+        dag_id=filters.dag_id or None,
+        status=_status(filters.status),
+        limit=filters.limit,
+        offset=filters.offset,
+        dag_ids=access.dag_ids,
+    )
+
+
+def _run_by_id(reader: EngineReader, access: Access, workflow_run_id: str) -> RunDetail:
+    run = reader.run(workflow_run_id)
+    if run is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"Workflow run '{workflow_run_id}' does not exist."
+        )
+    access.check_run(split_key(run.idempotency_key)[0])
+    return reader.detail(run)
+
+
+def _run_by_dag_run(reader: EngineReader, access: Access, dag_id: str, run_id: str) -> RunDetail:
+    access.check_run(dag_id)  # before saying whether the run exists
+    run = reader.run_of_dag_run(dag_id, run_id)
+    if run is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"DAG run '{dag_id}/{run_id}' has no workflow run in the engine: the DAG has no "
+            "stage tasks, or none of them has started yet.",
+        )
+    return reader.detail(run)
+
+
+def _costs(reader: EngineReader, access: Access, since: str | None) -> CostReport:
+    return reader.costs(since=_since(since), dag_ids=access.dag_ids)
+
+
+# -- HTML --------------------------------------------------------------------------------------
+
+
+def _airflow_root(request: Request) -> str:
+    """The path Airflow's own pages are under (``""``, or the path of ``[api] base_url``)."""
+    return str(request.scope.get("root_path", "")).removesuffix(URL_PREFIX)
+
+
+def _path_for(request: Request, name: str, **params: Any) -> str:
+    """The path of one of this app's routes. (Not ``request.url_for``: names are looked up
+    from Airflow's app, which cannot see into this one.)"""
+    own: FastAPI = request.app
+    return str(request.scope.get("root_path", "")) + str(own.url_path_for(name, **params))
+
+
+def _route_path(request: Request) -> str:
+    path, root = request.scope["path"], str(request.scope.get("root_path", ""))
+    return str(path[len(root) :] if root and path.startswith(root) else path)
+
+
+def _wants_html(request: Request) -> bool:
+    path = _route_path(request)
+    return not (path == "/api" or path.startswith("/api/") or path.startswith("/static/"))
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {rest:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _pretty(value: Any, limit: int = JSON_CHARS) -> str:
+    text = json.dumps(value, indent=2, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=HERE / "templates")
+    env = templates.env
+    env.filters.update(
+        money=lambda v: "-" if v is None else money_text(v),
+        when=_when,
+        duration=_duration,
+        pretty=_pretty,
+        number=lambda v: "-" if v is None else f"{v:,}",
+    )
+    return templates
+
+
+class _Pages:
+    """Renders the templates with what every page needs (links, the user)."""
+
+    def __init__(self) -> None:
+        self.templates = _templates()
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        status_code: int = 200,
+        user: BaseUser | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        root = _airflow_root(request)
+
+        def link(name: str, query: dict[str, Any] | None = None, **params: Any) -> str:
+            path = _path_for(request, name, **params)
+            kept = {k: v for k, v in (query or {}).items() if v not in (None, "")}
+            return f"{path}?{urlencode(kept)}" if kept else path
+
+        def dag_run_url(dag_id: str, run_id: str) -> str:
+            return f"{root}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+        return self.templates.TemplateResponse(
+            request,
+            template,
+            {
+                "link": link,
+                "static": lambda file: _path_for(request, "static", path=file),
+                "dag_url": lambda dag_id: f"{root}/dags/{quote(dag_id, safe='')}",
+                "dag_run_url": dag_run_url,
+                "airflow_home": f"{root}/",
+                "user_name": None if user is None else user.get_name(),
+                "statuses": STATUSES,
+                **context,
+            },
+            status_code=status_code,
+        )
+
+    def error(self, request: Request, status_code: int, message: str) -> HTMLResponse:
+        titles = {
+            status.HTTP_403_FORBIDDEN: "Not allowed",
+            status.HTTP_404_NOT_FOUND: "Not found",
+            status.HTTP_503_SERVICE_UNAVAILABLE: "The workflow engine's database is unavailable",
+        }
+        return self.render(
+            request,
+            "error.html",
+            status_code=status_code,
+            title=titles.get(status_code, "Something went wrong"),
+            message=message,
+        )
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+def _error_handlers(app: FastAPI, pages: _Pages) -> None:
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if not _wants_html(request):
+            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED:
+            login = f"{_airflow_root(request)}/api/v2/auth/login"
+            return RedirectResponse(f"{login}?{urlencode({'next': str(request.url)})}")
+        return pages.error(request, exc.status_code, str(exc.detail))
+
+    async def engine_error(request: Request, exc: Exception) -> Response:
+        message = " ".join(str(exc).split())
+        logger.warning("Workflow engine pages: %s", message)
+        code = status.HTTP_503_SERVICE_UNAVAILABLE
+        if not _wants_html(request):
+            return JSONResponse({"detail": message}, code)
+        return pages.error(request, code, message)
+
+    async def bad_request(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        if not _wants_html(request):
+            return JSONResponse({"detail": jsonable(exc.errors())}, 422)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}"
+            for e in exc.errors()
+        )
+        return pages.error(request, status.HTTP_400_BAD_REQUEST, problems)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(WorkflowEngineError, engine_error)
+    app.add_exception_handler(RequestValidationError, bad_request)
+
+
+def jsonable(value: Any) -> Any:
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(value)
+
+
+def create_app() -> FastAPI:
+    """The app Airflow mounts at ``/workflow-engine``."""
+    app = FastAPI(
+        title="Workflow engine",
+        description="Workflow runs, stages and AI spend of the workflow engine.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    pages = _Pages()
+    _error_handlers(app, pages)
+    _html_routes(app, pages)
+    _api_routes(app)
+    return app
+
+
+def _html_routes(app: FastAPI, pages: _Pages) -> None:
+    options: dict[str, Any] = {"response_class": HTMLResponse, "include_in_schema": False}
+
+    @app.get("/", **options)
+    def index(request: Request, user: GetUserDep) -> RedirectResponse:
+        del user
+        return RedirectResponse(_path_for(request, "runs_page"))
+
+    @app.get("/runs", name="runs_page", **options)
+    def runs_page(
+        request: Request, access: AccessDep, reader: ReaderDep, filters: RunFilterQuery
+    ) -> HTMLResponse:
+        runs = _list_runs(reader, access, filters)
+        return pages.render(request, "runs.html", user=access.user, section="runs", page=runs)
+
+    @app.get("/runs/{workflow_run_id}", name="run_page", **options)
+    def run_page(
+        request: Request, workflow_run_id: str, access: AccessDep, reader: ReaderDep
+    ) -> HTMLResponse:
+        run = _run_by_id(reader, access, workflow_run_id)
+        return pages.render(request, "run.html", user=access.user, section="runs", run=run)
+
+    @app.get("/dags/{dag_id}/runs/{run_id:path}", name="dag_run_page", **options)
+    def dag_run_page(
+        request: Request, dag_id: str, run_id: str, access: AccessDep, reader: ReaderDep
+    ) -> HTMLResponse:
+        run = _run_by_dag_run(reader, access, dag_id, run_id)
+        return pages.render(request, "run.html", user=access.user, section="runs", run=run)
+
+    @app.get("/costs", name="costs_page", **options)
+    def costs_page(
+        request: Request, access: AccessDep, reader: ReaderDep, since: SinceQuery = None
+    ) -> HTMLResponse:
+        report = _costs(reader, access, since)
+        return pages.render(
+            request,
+            "costs.html",
+            user=access.user,
+            section="costs",
+            report=report,
+            since_text=since or "",
+        )
+
+
+def _api_routes(app: FastAPI) -> None:
+    @app.get("/api/runs", response_model=RunList, tags=["Workflow engine"])
+    def list_runs(access: AccessDep, reader: ReaderDep, filters: RunFilterQuery) -> RunList:
+        """Workflow runs of the DAGs the user may read, newest first."""
+        return _list_runs(reader, access, filters)
+
+    @app.get("/api/runs/{workflow_run_id}", response_model=RunDetail, tags=["Workflow engine"])
+    def get_run(workflow_run_id: str, access: AccessDep, reader: ReaderDep) -> RunDetail:
+        """One workflow run with its stages, annotations, AI calls and events."""
+        return _run_by_id(reader, access, workflow_run_id)
+
+    @app.get(
+        "/api/dags/{dag_id}/runs/{run_id:path}",
+        response_model=RunDetail,
+        tags=["Workflow engine"],
+    )
+    def get_dag_run(dag_id: str, run_id: str, access: AccessDep, reader: ReaderDep) -> RunDetail:
+        """The workflow run of an Airflow DAG run."""
+        return _run_by_dag_run(reader, access, dag_id, run_id)
+
+    @app.get("/api/costs", response_model=CostReport, tags=["Workflow engine"])
+    def get_costs(access: AccessDep, reader: ReaderDep, since: SinceQuery = None) -> CostReport:
+        """AI spend by UTC day, model and DAG, and the total."""
+        return _costs(reader, access, since)

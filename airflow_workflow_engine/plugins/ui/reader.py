@@ -1,0 +1,176 @@
+"""What the UI pages read: the engine's tables and the AI cost ledger, through one
+:class:`~airflow_workflow_engine.persistence.sql.store.SqlPersistence` and one
+:class:`~airflow_workflow_engine.ai.sql_ledger.SqlLedger` (sharing one connection pool) per
+process, opened on the first request and never at import.
+
+The database is the engine's own (``workflow_engine_default`` connection, else
+``[workflow_engine] sql_alchemy_conn``), never Airflow's ORM session. Which DAGs a user may
+read is decided by the caller (:mod:`~airflow_workflow_engine.plugins.ui.app`) and passed in
+as ``dag_ids``: ``None`` means every run, a set keeps only runs (and ledger rows) of those
+DAGs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
+from airflow_workflow_engine.plugins.ui.models import (
+    AICall,
+    Annotation,
+    CostReport,
+    CostRow,
+    Event,
+    RunDetail,
+    RunList,
+    RunSummary,
+    Stage,
+)
+from airflow_workflow_engine.plugins.ui.queries import count_runs, newest_runs
+
+if TYPE_CHECKING:
+    from airflow_workflow_engine.ai.ledger import RollupRow
+    from airflow_workflow_engine.ai.sql_ledger import SqlLedger
+    from airflow_workflow_engine.kernel.records import RunRecord
+    from airflow_workflow_engine.persistence.sql.store import SqlPersistence
+
+__all__ = ["EngineReader", "close_reader", "get_reader"]
+
+#: Characters of a stage output shown in the stage table.
+STAGE_PREVIEW_CHARS = 300
+
+
+@dataclass(frozen=True)
+class EngineReader:
+    """Read access to the engine's tables and ledger."""
+
+    store: SqlPersistence
+    ledger: SqlLedger
+
+    # -- runs ------------------------------------------------------------------------------
+    def runs(
+        self,
+        *,
+        dag_id: str | None = None,
+        status: str | None = None,
+        limit: int = 25,
+        offset: int = 0,
+        dag_ids: Collection[str] | None = None,
+    ) -> RunList:
+        found = newest_runs(
+            self.store, dag_id=dag_id, status=status, limit=limit, offset=offset, dag_ids=dag_ids
+        )
+        total = count_runs(self.store, dag_id=dag_id, status=status, dag_ids=dag_ids)
+        return RunList(
+            runs=[RunSummary.of(r) for r in found],
+            total=total,
+            limit=limit,
+            offset=offset,
+            dag_id=dag_id,
+            status=status,
+        )
+
+    def run(self, workflow_run_id: str) -> RunRecord | None:
+        return self.store.get_run(workflow_run_id)
+
+    def run_of_dag_run(self, dag_id: str, run_id: str) -> RunRecord | None:
+        """The workflow run a DAG run created (idempotency key ``"<dag_id>/<run_id>"``)."""
+        return self.store.get_run_by_idempotency_key(f"{dag_id}/{run_id}")
+
+    def detail(self, run: RunRecord) -> RunDetail:
+        """Everything the run page shows."""
+        from airflow_workflow_engine.ai.ledger import money
+
+        stages = self.store.list_stages(run.id, resolve_outputs=False)
+        calls = self.ledger.entries(run.id)
+        priced = [c.cost for c in calls if c.cost is not None]
+        return RunDetail(
+            **RunSummary.of(run).model_dump(),
+            idempotency_key=run.idempotency_key,
+            input=run.input,
+            output=run.output,
+            error=run.error_message,
+            stages=[Stage.of(s, STAGE_PREVIEW_CHARS) for s in stages],
+            annotations=[Annotation.of(a) for a in self.store.list_annotations(run.id)],
+            ai_calls=[AICall.of(c) for c in calls],
+            events=[Event.of(e) for e in self.store.list_events(run.id)],
+            ai_calls_cost=float(money(sum(priced, start=money(0)))),
+            ai_calls_unpriced=len(calls) - len(priced),
+        )
+
+    # -- AI costs --------------------------------------------------------------------------
+    def costs(
+        self, *, since: datetime | None = None, dag_ids: Collection[str] | None = None
+    ) -> CostReport:
+        """Roll-ups of the ledger by day, model and DAG since ``since`` (all time without)."""
+        by = {dim: self._rollup(dim, since, dag_ids) for dim in ("day", "model_key", "dag_id")}
+        total = self._rollup(None, since, dag_ids)
+        return CostReport(
+            since=since,
+            total=CostRow.of(total[0]) if total else CostRow(),
+            by_day=sorted(
+                (CostRow.of(r, "day") for r in by["day"]), key=lambda r: r.key or "", reverse=True
+            ),
+            by_model=_by_cost(CostRow.of(r, "model_key") for r in by["model_key"]),
+            by_dag=_by_cost(CostRow.of(r, "dag_id") for r in by["dag_id"]),
+        )
+
+    def _rollup(
+        self, dimension: str | None, since: datetime | None, dag_ids: Collection[str] | None
+    ) -> list[RollupRow]:
+        dims = () if dimension is None else (dimension,)
+        if dag_ids is None:
+            return self.ledger.rollup(dims, since=since)
+        # Only the calls of readable DAGs: group by DAG as well, keep those, sum them up.
+        from airflow_workflow_engine.cli.costs import _merge
+
+        rows = self.ledger.rollup(tuple(dict.fromkeys((*dims, "dag_id"))), since=since)
+        return _merge([r for r in rows if r.group["dag_id"] in dag_ids], dims)
+
+
+def _by_cost(rows: Iterable[CostRow]) -> list[CostRow]:
+    return sorted(rows, key=lambda r: (-r.cost, -r.calls, r.key or ""))
+
+
+# -- one reader per process --------------------------------------------------------------
+
+_lock = threading.Lock()
+_readers: dict[tuple[int, str | None], EngineReader] = {}
+
+
+def get_reader(conn_id: str | None = DEFAULT_CONN_ID) -> EngineReader:
+    """This process's reader, opened on first use.
+
+    Raises ``EngineNotConfiguredError`` (it names what to set), ``MigrationsNotAppliedError``
+    or ``DatabaseUnavailableError``; nothing is kept after a failure, so the next request
+    tries again (e.g. once ``airflow db migrate`` has run).
+    """
+    key = (os.getpid(), conn_id)
+    with _lock:
+        reader = _readers.get(key)
+        if reader is not None:
+            return reader
+        from airflow_workflow_engine.ai.sql_ledger import SqlLedger
+        from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
+        from airflow_workflow_engine.persistence.sql.store import SqlPersistence
+
+        store = SqlPersistence(WorkflowEngineHook(conn_id=conn_id).get_sql_url())
+        try:
+            store.check_schema()
+        except BaseException:
+            store.close()
+            raise
+        reader = _readers[key] = EngineReader(store, SqlLedger(store.engine))
+        return reader
+
+
+def close_reader() -> None:
+    """Closes the readers of this process (their connection pools)."""
+    with _lock:
+        for key in [k for k in _readers if k[0] == os.getpid()]:
+            _readers.pop(key).store.close()
