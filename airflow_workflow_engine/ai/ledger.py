@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -174,8 +174,10 @@ class Ledger(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
         workflow_run_id: str | None = None,
+        dag_ids: Collection[str] | None = None,
     ) -> list[RollupRow]:
-        """Calls, tokens and cost per group; ``since`` inclusive, ``until`` exclusive."""
+        """Calls, tokens and cost per group; ``since`` inclusive, ``until`` exclusive;
+        ``dag_ids``: only the calls of these DAGs (workflows)."""
         ...
 
     def entries(
@@ -278,6 +280,7 @@ class InMemoryLedger:
         since: datetime | None = None,
         until: datetime | None = None,
         workflow_run_id: str | None = None,
+        dag_ids: Collection[str] | None = None,
     ) -> list[RollupRow]:
         dims = normalize_group_by(group_by)
         if workflow_run_id is not None:
@@ -289,6 +292,9 @@ class InMemoryLedger:
             rows = [e for e in rows if e.created_at >= _aware(since)]
         if until is not None:
             rows = [e for e in rows if e.created_at < _aware(until)]
+        if dag_ids is not None:
+            wanted = set(dag_ids)
+            rows = [e for e in rows if e.dag_id in wanted]
         return rollup_entries(rows, dims)
 
     def entries(

@@ -9,7 +9,7 @@ databases.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -149,6 +149,7 @@ class SqlLedger:
         since: datetime | None = None,
         until: datetime | None = None,
         workflow_run_id: str | None = None,
+        dag_ids: Collection[str] | None = None,
     ) -> list[RollupRow]:
         dims = normalize_group_by(group_by)
         c = ai_calls.c
@@ -167,6 +168,8 @@ class SqlLedger:
             stmt = stmt.where(c.created_at >= since)
         if until is not None:
             stmt = stmt.where(c.created_at < until)
+        if dag_ids is not None:
+            stmt = stmt.where(c.dag_id.in_(sorted(set(dag_ids))))
         if keys:
             stmt = stmt.group_by(*keys)
         with self._tx(write=False) as conn:

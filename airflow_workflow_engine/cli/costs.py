@@ -1,15 +1,13 @@
 """``airflow workflow-engine costs``: AI spend from the ledger (``wfe_ai_calls``), rolled up.
 
-The roll-up is :meth:`SqlLedger.rollup` and the table is :func:`ai.report.cost_table`. The
-ledger's roll-up filters by time and workflow run; ``--dag-id`` is applied here, by grouping
-by ``dag_id`` as well and keeping that DAG's groups.
+The roll-up is :meth:`SqlLedger.rollup` (filtered by time, workflow run and DAG in the
+database) and the table is :func:`ai.report.cost_table`.
 """
 
 from __future__ import annotations
 
 from argparse import Namespace
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -72,38 +70,17 @@ class LedgerView:
         since: datetime | None = None,
         until: datetime | None = None,
         workflow_run_id: str | None = None,
+        dag_ids: Collection[str] | None = None,
     ) -> list[RollupRow]:
-        from airflow_workflow_engine.ai.ledger import normalize_group_by
-
-        dims = normalize_group_by(group_by)
-        window = {"since": since or self._since, "until": until or self._until}
-        if self._dag_id is None or workflow_run_id is not None:
-            return self._ledger.rollup(dims, workflow_run_id=workflow_run_id, **window)
-        rows = self._ledger.rollup((*dims, "dag_id"), workflow_run_id=None, **window)
-        return _merge([r for r in rows if r.group["dag_id"] == self._dag_id], dims)
-
-
-def _merge(rows: Sequence[RollupRow], dims: Sequence[str]) -> list[RollupRow]:
-    """Sums rows that agree on ``dims`` (dropping the other dimensions)."""
-    from airflow_workflow_engine.ai.ledger import RollupRow, money, sort_key
-
-    buckets: dict[tuple[Any, ...], list[RollupRow]] = defaultdict(list)
-    for row in rows:
-        buckets[tuple(row.group[d] for d in dims)].append(row)
-    merged = [
-        RollupRow(
-            group=dict(zip(dims, values, strict=True)),
-            calls=sum(r.calls for r in group),
-            errors=sum(r.errors for r in group),
-            input_tokens=sum(r.input_tokens for r in group),
-            output_tokens=sum(r.output_tokens for r in group),
-            cached_tokens=sum(r.cached_tokens for r in group),
-            cost=money(sum((r.cost for r in group), Decimal(0))),
-            unpriced_calls=sum(r.unpriced_calls for r in group),
+        if dag_ids is None and self._dag_id is not None and workflow_run_id is None:
+            dag_ids = (self._dag_id,)
+        return self._ledger.rollup(
+            group_by,
+            since=since or self._since,
+            until=until or self._until,
+            workflow_run_id=workflow_run_id,
+            dag_ids=dag_ids,
         )
-        for values, group in buckets.items()
-    ]
-    return sorted(merged, key=lambda r: sort_key(r, dims))
 
 
 def _dimensions(by: str | None, per_run: bool) -> tuple[str, ...]:
@@ -158,10 +135,10 @@ def costs(args: Namespace) -> None:
             print(cost_table(view, workflow_run_id, dims))
             return
         rows = view.rollup(dims, workflow_run_id=workflow_run_id)
+        totals = view.rollup((), workflow_run_id=workflow_run_id)
     finally:
         ledger.close()
-    merged = _merge(rows, ())
-    total = merged[0] if merged else _empty_total()
+    total = totals[0] if totals else _empty_total()
     print_json(
         {
             "group_by": list(dims),

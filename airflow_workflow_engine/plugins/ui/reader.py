@@ -124,13 +124,8 @@ class EngineReader:
         self, dimension: str | None, since: datetime | None, dag_ids: Collection[str] | None
     ) -> list[RollupRow]:
         dims = () if dimension is None else (dimension,)
-        if dag_ids is None:
-            return self.ledger.rollup(dims, since=since)
-        # Only the calls of readable DAGs: group by DAG as well, keep those, sum them up.
-        from airflow_workflow_engine.cli.costs import _merge
-
-        rows = self.ledger.rollup(tuple(dict.fromkeys((*dims, "dag_id"))), since=since)
-        return _merge([r for r in rows if r.group["dag_id"] in dag_ids], dims)
+        # dag_ids (when not None): only the calls of the DAGs this user may read.
+        return self.ledger.rollup(dims, since=since, dag_ids=dag_ids)
 
 
 def _by_cost(rows: Iterable[CostRow]) -> list[CostRow]:

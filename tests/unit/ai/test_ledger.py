@@ -257,3 +257,16 @@ def test_rollup_by_dag_run(ledger: Ledger) -> None:
         ("docs", "manual__1", 2, Decimal("0.75")),
         ("docs", "scheduled__2", 1, Decimal("1")),
     ]
+
+
+def test_rollup_of_some_dags_only(ledger: Ledger) -> None:
+    seed(ledger)
+    everything = ledger.rollup(("workflow",))
+    assert [(r["dag_id"], r.calls) for r in everything] == [(None, 1), ("docs", 4), ("news", 1)]
+    docs = ledger.rollup(("model",), dag_ids={"docs"})
+    assert sum(r.calls for r in docs) == 4
+    assert ledger.rollup((), dag_ids=["docs", "news"])[0].calls == 5
+    assert ledger.rollup(("model",), dag_ids=[]) == []  # may read no DAG: sees nothing
+    # Filters combine: one run of one DAG.
+    [run_total] = ledger.rollup((), workflow_run_id="r1", dag_ids=["docs"])
+    assert run_total.cost == ledger.spent("r1")
