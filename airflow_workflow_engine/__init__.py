@@ -6,8 +6,9 @@ what it uses: no AI SDK, boto3 or SQLAlchemy at import time.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from airflow_workflow_engine._lazy import lazy_exports
 
 __version__ = "0.2.0"
 
@@ -110,15 +111,4 @@ if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.plugins import create_plugin_runner, define_plugin
     from airflow_workflow_engine.kernel.status import Status
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, relative=True, public=__all__)

@@ -6,8 +6,9 @@ file loads neither boto3 nor the stores it does not use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from airflow_workflow_engine._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.blob.errors import BlobStoreError, InvalidBlobKeyError
@@ -38,15 +39,4 @@ _LAZY: dict[str, str] = {
     "stage_prefix": "airflow_workflow_engine.blob.scoped",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)

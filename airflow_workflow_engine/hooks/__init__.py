@@ -7,8 +7,9 @@ Only the Airflow side of the package (``hooks``, ``operators``, ``triggers``, ``
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from airflow_workflow_engine._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.hooks.engine import (
@@ -21,15 +22,4 @@ __all__ = ["EngineNotConfiguredError", "EngineSettings", "WorkflowEngineHook"]
 
 _EXPORTS = {name: "airflow_workflow_engine.hooks.engine" for name in __all__}
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -9,8 +9,9 @@ Names load lazily, so a DAG file pays only for what it uses.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from airflow_workflow_engine._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.operators.batch import AsyncBatchStageOperator
@@ -23,15 +24,4 @@ _EXPORTS = {
     "AsyncBatchStageOperator": "airflow_workflow_engine.operators.batch",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

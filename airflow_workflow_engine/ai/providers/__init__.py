@@ -6,8 +6,9 @@ Names are resolved lazily (PEP 562): importing this package imports neither ``op
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from airflow_workflow_engine._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.ai.providers.base import (
@@ -72,19 +73,6 @@ _EXPORTS = {
 ADAPTERS = {"openai": "OpenAIAdapter", "google": "GoogleAdapter", "mock": "MockAdapter"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
 def create_adapter(provider: str, **options: Any) -> ProviderAdapter:
     """An adapter by provider name (``"openai"``, ``"google"``, ``"mock"``); ``options`` go to
     its constructor (``api_key``, ``base_url``, ...)."""
@@ -94,3 +82,6 @@ def create_adapter(provider: str, **options: Any) -> ProviderAdapter:
         raise ValueError(f"unknown model provider {provider!r}; known providers: {known}")
     adapter: ProviderAdapter = __getattr__(class_name)(**options)
     return adapter
+
+
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, public=__all__)
