@@ -150,6 +150,11 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
             stored = k.store_output(run.id, rec.stage_id, outcome.value)
     except Exception as exc:
         error = exc
+        # Before the outcome transaction (the ledger writes on its own connection): the
+        # attempt's answered calls stay in the ledger, marked with why the attempt failed.
+        k.mark_ai_calls_failed(
+            run.id, rec.stage_id, attempt, f"stage attempt {attempt} failed: {_describe(exc)}"
+        )
 
     # Phase 3: one transaction for everything the attempt produced.
     with k.persistence.transaction():
