@@ -291,6 +291,7 @@ class Kernel:
         *,
         attempt: int,
         resume_state: dict[str, Any] | None,
+        execution_id: str | None = None,
     ) -> StageContext[Any, Any]:
         """Input, config and earlier outputs of a stage, validated. Raises the engine's
         validation errors (never retried)."""
@@ -318,6 +319,7 @@ class Kernel:
             now=self.now,
             on_progress=report,
             ai_factory=self.ai_factory,
+            execution_id=execution_id,
         )
 
     def persist_buffer(

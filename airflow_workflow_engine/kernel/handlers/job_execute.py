@@ -143,7 +143,14 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
     stored: dict[str, Any] = {}
     error: BaseException | None = None
     try:
-        ctx = k.build_context(run, wf, rec.stage_id, attempt=attempt, resume_state=rec.resume_state)
+        ctx = k.build_context(
+            run,
+            wf,
+            rec.stage_id,
+            attempt=attempt,
+            resume_state=rec.resume_state,
+            execution_id=rec.id,
+        )
         buffer = ctx.buffer
         outcome = interpret_return(stage, k.executor.execute(stage, ctx))
         if isinstance(outcome, StageOutput):

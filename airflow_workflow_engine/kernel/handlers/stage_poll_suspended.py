@@ -72,7 +72,9 @@ def poll_one(k: Kernel, rec: StageRecord) -> PollOutcome:
         return _commit(k, rec, "timed_out", error=message)
     state = rec.suspended_state or {}
     try:
-        ctx = k.build_context(run, wf, rec.stage_id, attempt=rec.attempt, resume_state=None)
+        ctx = k.build_context(
+            run, wf, rec.stage_id, attempt=rec.attempt, resume_state=None, execution_id=rec.id
+        )
         raw = k.executor.check_completion(stage, state, ctx)
         check = raw if isinstance(raw, CompletionCheck) else CompletionCheck.model_validate(raw)
     except WorkflowEngineError as exc:
