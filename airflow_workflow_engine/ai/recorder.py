@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from airflow_workflow_engine.ai.budget import Budget, check_budget
+from airflow_workflow_engine.ai.errors import AnswerReadError
 from airflow_workflow_engine.ai.ledger import CallType, Ledger, LedgerEntry
 from airflow_workflow_engine.ai.models import ModelKey
 from airflow_workflow_engine.ai.prices import CallCost, cost_of_call
@@ -78,6 +79,23 @@ class Usage:
     response: str | None = None
 
 
+def _usage_of(error: AnswerReadError, key: ModelKey) -> Usage:
+    """What could be read of an unreadable answer's usage (missing numbers count as 0)."""
+
+    def count(name: str) -> int:
+        value = error.usage.get(name)
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    cost = error.usage.get("reported_cost")
+    return Usage(
+        model_id=error.model_id or key.model_id,
+        input_tokens=count("input_tokens"),
+        output_tokens=count("output_tokens"),
+        cached_tokens=count("cached_tokens"),
+        reported_cost=float(cost) if isinstance(cost, (int, float)) else None,
+    )
+
+
 class CallRecorder:
     """Runs provider calls with retries and writes their ledger rows."""
 
@@ -137,7 +155,18 @@ class CallRecorder:
 
         def on_attempt(number: int, error: BaseException | None, seconds: float) -> None:
             latency[0] = seconds
-            if error is not None and not isinstance(error, BudgetExceededError):
+            if isinstance(error, AnswerReadError):
+                # Answered and billed, but unreadable: the row keeps the tokens we could read.
+                self.record_usage(
+                    call_type,
+                    key,
+                    provider,
+                    _usage_of(error, key),
+                    latency_s=seconds,
+                    prompt=prompt,
+                    error=f"attempt {number}: {error}",
+                )
+            elif error is not None and not isinstance(error, BudgetExceededError):
                 self.record_failure(
                     call_type,
                     key,

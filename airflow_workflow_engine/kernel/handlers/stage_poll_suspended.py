@@ -123,6 +123,12 @@ def _commit(
     stored: dict[str, Any] | None = None,
 ) -> PollOutcome:
     run_id, sid = rec.workflow_run_id, rec.stage_id
+    if outcome in ("failed", "timed_out"):
+        # Outside the transaction (the ledger writes on its own connection): the batch results
+        # already read stay in the ledger, marked with why the attempt failed.
+        k.mark_ai_calls_failed(
+            run_id, sid, rec.attempt, f"stage attempt {rec.attempt} {outcome}: {error}"
+        )
     now = k.now()
     with k.persistence.transaction():
         run = k.require_run(run_id, for_update=True)

@@ -474,3 +474,23 @@ def test_a_suspended_batch_stage_reattaches_on_clear_and_duplicate_delivery(
     rows = kit.ledger.entries(run_id)
     assert {(r.attempt, r.batch_id) for r in rows} == {(1, provenance[0][1])}
     assert len(rows) == 3
+
+
+def test_a_batch_stage_failing_after_its_results_keeps_their_rows_marked(
+    fake_llm: FakeLLMServer,
+) -> None:
+    """The results were read (and paid for) before the stage failed on a failed request: the
+    rows stay, and say that the attempt failed."""
+    fake_llm.fail_batch_items("d1", message="context too long")
+    kit = make_kit(fake_llm)
+    run_id = start(kit, "openai")
+    run = run_to_completion(kit.kernel, kit.job_transport, run_id)
+    assert run.status == Status.FAILED
+    assert kit.ledger is not None
+    rows = kit.ledger.entries(run_id)
+    assert sorted(r.request_id or "" for r in rows) == ["d0", "d1", "d2"]
+    assert all(
+        r.failure is not None and r.failure.startswith("stage attempt 1 failed: 1 of 3 requests")
+        for r in rows
+    ), [r.failure for r in rows]
+    assert run.total_cost is not None and run.total_cost > 0

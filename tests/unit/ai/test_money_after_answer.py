@@ -168,7 +168,8 @@ def _inject(step: str, monkeypatch: pytest.MonkeyPatch) -> None:
 #: step -> (what the first attempt's rows say in ``failure``, rows of attempt 1, attempts).
 STEPS = {
     "pricing": ("pricing failed: RuntimeError: injected pricing fault", 1, [1]),
-    "reading the answer": ("stage attempt 1 failed", 1, [1, 2]),
+    # An answer we cannot read is not retried: the same answer would fail again, paid again.
+    "reading the answer": ("stage attempt 1 failed: openai API error (HTTP 200)", 1, [1]),
     "validating the answer": (None, 1, [1]),
     "budget accounting": ("stage attempt 1 failed", 1, [1, 2]),
     # An invalid output is not retried (the engine's validation errors never are).
@@ -194,7 +195,8 @@ def test_a_fault_after_the_answer_keeps_the_row_and_marks_it(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownPriceWarning)
         run_id, status = run(kit)
-    assert status == (Status.FAILED if step == "stage output validation" else Status.COMPLETED)
+    failing = {"stage output validation", "reading the answer"}
+    assert status == (Status.FAILED if step in failing else Status.COMPLETED)
     rows: list[LedgerEntry] = ledger.entries(run_id)
     # Every answered request has its row: none lost, none made up.
     assert len(rows) == chat_calls(fake_llm)
@@ -213,16 +215,18 @@ def test_a_fault_after_the_answer_keeps_the_row_and_marks_it(
     if step == "pricing":
         assert first[0].cost is None and first[0].status == "ok"
         return
-    if step == "stage output validation":
-        assert first[0].status == "ok" and first[0].cost is not None and first[0].cost > 0
-        return
-    assert all(r.failure is None and r.cost is not None for r in last)
+    if step not in failing:
+        assert all(r.failure is None and r.cost is not None for r in last)
     if step == "reading the answer":
         assert first[0].status == "error" and "injected reading the answer fault" in (
             first[0].error or ""
         )
+        assert "could not read the answer" in (first[0].error or "")
     else:
-        assert first[0].status == "ok" and first[0].cost is not None and first[0].cost > 0
+        assert first[0].status == "ok"
+    # The row keeps what the answer used and cost, whatever failed after it.
+    assert first[0].input_tokens > 0 and first[0].output_tokens > 0
+    assert first[0].cost is not None and first[0].cost > 0
 
 
 def test_the_provider_extras_bring_the_price_catalogue() -> None:
@@ -235,3 +239,34 @@ def test_the_provider_extras_bring_the_price_catalogue() -> None:
     extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
     for extra in ("openai", "google"):
         assert any(req.startswith("genai-prices") for req in extras[extra]), extra
+
+
+@pytest.mark.parametrize("provider", ["openai", "google"])
+def test_an_unreadable_answer_keeps_its_tokens_and_cost(
+    provider: str, fake_llm: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both SDKs: an answer that cannot be read is still one row with its usage and cost."""
+    from airflow_workflow_engine.ai import create_ai_helper
+    from airflow_workflow_engine.ai.errors import AnswerReadError
+    from airflow_workflow_engine.ai.providers.google import GoogleAdapter
+
+    adapter: Any = OpenAIAdapter if provider == "openai" else GoogleAdapter
+    monkeypatch.setattr(adapter, "_response", once(adapter._response, "reading the answer"))
+    fake_llm.script("four", usage={"input_tokens": 1000, "output_tokens": 10})
+    ledger = InMemoryLedger()
+    helper = create_ai_helper(
+        "unreadable",
+        ledger,
+        providers={
+            "openai": ProviderSettings(
+                api_key="sk-test-0123456789", base_url=fake_llm.openai_base_url
+            ),
+            "google": ProviderSettings(api_key="g-test-0123456", base_url=fake_llm.gemini_base_url),
+        },
+    )
+    model = MODEL if provider == "openai" else "google:gemini-2.5-flash"
+    with pytest.raises(AnswerReadError, match="could not read the answer: RuntimeError"):
+        helper.generate_text(model, "what is 2+2")
+    [row] = ledger.entries()
+    assert (row.status, row.input_tokens, row.output_tokens) == ("error", 1000, 10)
+    assert row.cost is not None and row.cost > 0
