@@ -5,12 +5,15 @@ the batch handle; ``check_completion`` polls the batch and, once it is done, tur
 into the stage's output with ``collect``; ``on_cancel`` cancels the provider batch when the run
 is cancelled.
 
-Paying twice is impossible by construction: the idempotency key is a hash of the run id, the
-stage id, the model and the requests (never the attempt), so when a worker dies after
+A retry never pays twice: the idempotency key is a hash of the run id, the stage id, the
+model, the requests and the stage's execution (``ctx.execution_id``: its row in the run, kept
+by every retry and resume of the stage, never the attempt). When a worker dies after
 submitting, or Airflow retries the task, the new attempt re-attaches to the batch already
-submitted. ``build_requests`` must therefore be deterministic for a given input and config.
-A rerun of the stage with the same requests re-attaches too, and reuses a finished batch's
-results (a failed, expired or cancelled batch is submitted again).
+submitted; ``build_requests`` must therefore be deterministic for a given input and config.
+A rerun of a finished stage (``run.rerunStages``, ``run.rerunFrom``, a clear in Airflow) is a
+new execution: it submits a new batch, whose results get ledger rows at the new attempt (see
+``docs/adr/0002-batch-rerun-submits-new-batch.md``). Each attempt that submits or re-attaches
+records the batch id in the annotation ``ai.batch``.
 """
 
 from __future__ import annotations
@@ -41,10 +44,16 @@ Collect = Callable[[list[BatchItem], StageContext[Any, Any]], Any]
 
 
 def batch_idempotency_key(
-    workflow_run_id: str, stage_id: str, model: str, requests: Sequence[BatchRequest]
+    workflow_run_id: str,
+    stage_id: str,
+    model: str,
+    requests: Sequence[BatchRequest],
+    execution_id: str | None = None,
 ) -> str:
-    """The attempt-independent submission key of a stage's batch."""
-    return "wfe-" + batch_fingerprint(model, requests, workflow_run_id, stage_id)
+    """The submission key of a stage's batch: the same for every attempt of one execution of
+    the stage (retries re-attach), new for a rerun (``execution_id`` changes)."""
+    parts = (workflow_run_id, stage_id) + ((execution_id,) if execution_id else ())
+    return "wfe-" + batch_fingerprint(model, requests, *parts)
 
 
 def define_ai_batch_stage(
@@ -91,8 +100,26 @@ def define_ai_batch_stage(
             for r in build_requests(ctx)
         ]
         chosen = model_of(ctx)
-        key = batch_idempotency_key(ctx.workflow_run_id, ctx.stage_id, chosen, requests)
+        key = batch_idempotency_key(
+            ctx.workflow_run_id,
+            ctx.stage_id,
+            chosen,
+            requests,
+            getattr(ctx, "execution_id", None),
+        )
         handle = ctx.ai.batch(chosen).submit(requests, idempotency_key=key)
+        # Provenance: which provider batch this attempt's output comes from.
+        ctx.annotate(
+            "ai.batch",
+            {
+                "batch_id": handle.batch_id,
+                "provider": handle.provider,
+                "model": chosen,
+                "attempt": ctx.attempt,
+                "requests": len(requests),
+                "idempotency_key": key,
+            },
+        )
         ctx.log(
             "INFO",
             "batch submitted",

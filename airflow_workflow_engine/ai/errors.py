@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from airflow_workflow_engine.errors import WorkflowEngineError
 
 __all__ = [
+    "AnswerReadError",
     "ProviderConfigError",
     "ProviderError",
     "ProviderRetriesExhaustedError",
@@ -95,6 +96,30 @@ class ProviderConfigError(ProviderError):
 
     def __init__(self, provider: str, message: str) -> None:
         super().__init__(provider, None, message, reached_provider=False)
+
+
+class AnswerReadError(ProviderError):
+    """The provider answered (HTTP 200, billed) but the answer could not be read into a
+    response. ``usage`` holds what could still be read of it (token counts, a reported cost)
+    and ``model_id`` the model that answered, so the ledger row keeps the cost. Not retried
+    here: the same answer would fail the same way."""
+
+    def __init__(
+        self,
+        provider: str,
+        cause: BaseException,
+        *,
+        usage: Mapping[str, object] | None = None,
+        model_id: str | None = None,
+    ) -> None:
+        self.usage = dict(usage or {})
+        self.model_id = model_id
+        super().__init__(
+            provider,
+            200,
+            f"could not read the answer: {type(cause).__name__}: {cause}",
+            reached_provider=True,
+        )
 
 
 class ProviderRetriesExhaustedError(TransientProviderError):

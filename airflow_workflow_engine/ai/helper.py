@@ -256,7 +256,10 @@ class AIHelper:
             ),
             prompt=rendered,
         )
-        value, error = _validate(schema, response)
+        try:
+            value, error = _validate(schema, response)
+        except Exception as exc:  # a validator of the user's schema that raised: the row first
+            value, error = None, f"validating the answer raised {type(exc).__name__}: {exc}"
         entry = self._recorder.record_usage(
             "object",
             key,

@@ -101,6 +101,9 @@ class LedgerEntry(BaseModel):
     latency_ms: int | None = None
     status: CallStatus = "ok"
     error: str | None = None
+    #: What failed after the provider answered (pricing, reading or validating the answer, the
+    #: stage attempt that made the call); the call itself was made and billed.
+    failure: str | None = None
     workflow_run_id: str | None = None
     stage_id: str | None = None
     attempt: int | None = None
@@ -258,6 +261,18 @@ class InMemoryLedger:
                 for key in keys:
                     cost, tokens = self._sums.get(key, (Decimal(0), 0))
                     self._sums[key] = (cost + (entry.cost or 0), tokens + entry.total_tokens)
+
+    def mark_failed(self, workflow_run_id: str, stage_id: str, attempt: int, failure: str) -> int:
+        """Sets ``failure`` on the rows of one stage attempt that have none (the attempt failed
+        after its calls were answered); returns how many rows it marked."""
+        with self._lock:
+            rows = self._by_run.get(workflow_run_id, [])
+            marked = 0
+            for i, entry in enumerate(rows):
+                if entry.stage_id == stage_id and entry.attempt == attempt and not entry.failure:
+                    rows[i] = self._rows[entry.id] = entry.model_copy(update={"failure": failure})
+                    marked += 1
+            return marked
 
     def _run_rows(self, workflow_run_id: str, stage_id: str | None) -> list[LedgerEntry]:
         with self._lock:

@@ -6,7 +6,8 @@
   fine-tunes, models newer than the installed ``genai-prices``, or fixed prices for tests.
 * ``mock:*`` models cost nothing unless registered.
 * A model with no known price costs ``None`` and logs a warning (once per model key): the
-  engine never makes a number up.
+  engine never makes a number up. A missing ``genai-prices`` package is the same case (no
+  price known), never an error: the call it would price has been made and paid for.
 * A cost the provider reported itself wins over any estimate and is marked ``"reported"``.
 
 Token convention (as in :mod:`~airflow_workflow_engine.ai.providers.base`): ``input_tokens``
@@ -196,8 +197,9 @@ def _catalog_cost(
     cached: int,
     batch: bool,
 ) -> Decimal | None:
-    import genai_prices
-
+    genai_prices = _catalog()
+    if genai_prices is None:
+        return None
     usage = genai_prices.Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -214,13 +216,28 @@ def _catalog_cost(
     return total if isinstance(total, Decimal) else Decimal(str(total))
 
 
+def _catalog() -> Any:
+    """The ``genai_prices`` module, or ``None`` when it is not installed (prices unknown)."""
+    try:
+        import genai_prices
+    except ImportError:
+        return None
+    return genai_prices
+
+
 def _warn_unknown(model_key: str, refs: list[str]) -> None:
     with _registry_lock:
         if model_key in _warned:
             return
         _warned.add(model_key)
+    where = (
+        f"looked up {', '.join(refs)} in genai-prices"
+        if _catalog() is not None
+        else "the price catalogue genai-prices is not installed: "
+        "pip install 'airflow-workflow-engine[prices]'"
+    )
     message = (
-        f"No price known for model {model_key!r} (looked up {', '.join(refs)} in genai-prices): "
+        f"No price known for model {model_key!r} ({where}): "
         "its calls are recorded with their tokens and cost=None. Set a price with "
         f"airflow_workflow_engine.ai.register_model({model_key!r}, input_per_mtok=..., "
         "output_per_mtok=...)."

@@ -17,9 +17,10 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from airflow_workflow_engine.ai.budget import Budget, check_budget
+from airflow_workflow_engine.ai.errors import AnswerReadError
 from airflow_workflow_engine.ai.ledger import CallType, Ledger, LedgerEntry
 from airflow_workflow_engine.ai.models import ModelKey
-from airflow_workflow_engine.ai.prices import cost_of_call
+from airflow_workflow_engine.ai.prices import CallCost, cost_of_call
 from airflow_workflow_engine.ai.prompts import PromptPolicy, apply_prompt_policy, mask_error
 from airflow_workflow_engine.ai.retry import call_with_retries
 from airflow_workflow_engine.errors import BudgetExceededError
@@ -76,6 +77,23 @@ class Usage:
     cached_tokens: int = 0
     reported_cost: float | None = None
     response: str | None = None
+
+
+def _usage_of(error: AnswerReadError, key: ModelKey) -> Usage:
+    """What could be read of an unreadable answer's usage (missing numbers count as 0)."""
+
+    def count(name: str) -> int:
+        value = error.usage.get(name)
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    cost = error.usage.get("reported_cost")
+    return Usage(
+        model_id=error.model_id or key.model_id,
+        input_tokens=count("input_tokens"),
+        output_tokens=count("output_tokens"),
+        cached_tokens=count("cached_tokens"),
+        reported_cost=float(cost) if isinstance(cost, (int, float)) else None,
+    )
 
 
 class CallRecorder:
@@ -137,7 +155,18 @@ class CallRecorder:
 
         def on_attempt(number: int, error: BaseException | None, seconds: float) -> None:
             latency[0] = seconds
-            if error is not None and not isinstance(error, BudgetExceededError):
+            if isinstance(error, AnswerReadError):
+                # Answered and billed, but unreadable: the row keeps the tokens we could read.
+                self.record_usage(
+                    call_type,
+                    key,
+                    provider,
+                    _usage_of(error, key),
+                    latency_s=seconds,
+                    prompt=prompt,
+                    error=f"attempt {number}: {error}",
+                )
+            elif error is not None and not isinstance(error, BudgetExceededError):
                 self.record_failure(
                     call_type,
                     key,
@@ -170,34 +199,53 @@ class CallRecorder:
         request_id: str | None = None,
         entry_id: str | None = None,
     ) -> LedgerEntry:
-        cost = cost_of_call(
-            str(key),
-            provider=provider,
-            model_id=usage.model_id,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_tokens=usage.cached_tokens,
-            batch=batch,
-            reported_cost=usage.reported_cost,
-        )
-        entry = self._entry(
-            call_type=call_type,
-            key=key,
-            provider=provider,
-            model_id=usage.model_id,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_tokens=usage.cached_tokens,
-            cost=cost.amount,
-            cost_source=cost.source,
-            latency_s=latency_s,
-            error=error,
-            prompt=prompt,
-            response=usage.response,
-            batch_id=batch_id,
-            request_id=request_id,
-            entry_id=entry_id,
-        )
+        """Writes the row of an answered call. Nothing between the answer and the write may
+        fail: a price that cannot be computed leaves ``cost`` unknown and says so in
+        ``failure`` (the call was made and billed; failing it would make a retry pay again)."""
+        failure: str | None = None
+        try:
+            cost = cost_of_call(
+                str(key),
+                provider=provider,
+                model_id=usage.model_id,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_tokens=usage.cached_tokens,
+                batch=batch,
+                reported_cost=usage.reported_cost,
+            )
+        except Exception as exc:
+            cost = CallCost(None, None)
+            failure = f"pricing failed: {type(exc).__name__}: {exc}"
+            logger.warning("AI call %s: %s; its cost is recorded as unknown", key, failure)
+        fields: dict[str, Any] = {
+            "call_type": call_type,
+            "key": key,
+            "provider": provider,
+            "latency_s": latency_s,
+            "error": error,
+            "batch_id": batch_id,
+            "request_id": request_id,
+            "entry_id": entry_id,
+        }
+        try:
+            entry = self._entry(
+                **fields,
+                model_id=usage.model_id,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_tokens=usage.cached_tokens,
+                cost=cost.amount,
+                cost_source=cost.source,
+                prompt=prompt,
+                response=usage.response,
+                failure=failure,
+            )
+        except Exception as exc:
+            # An answer we cannot describe (odd usage numbers, a prompt policy failing) still
+            # leaves its row: what is known, without the texts.
+            failure = f"recording the answer failed: {type(exc).__name__}: {exc}"
+            entry = self._entry(**fields, model_id=key.model_id, prompt=None, failure=failure)
         self.write(entry)
         return entry
 
@@ -246,6 +294,7 @@ class CallRecorder:
         batch_id: str | None = None,
         request_id: str | None = None,
         entry_id: str | None = None,
+        failure: str | None = None,
     ) -> LedgerEntry:
         secrets = self._secrets()
         stored_prompt, stored_response, prompt_hash = apply_prompt_policy(
@@ -268,6 +317,7 @@ class CallRecorder:
             latency_ms=None if latency_s is None else round(latency_s * 1000),
             status="ok" if error is None else "error",
             error=None if error is None else mask_error(error, secrets),
+            failure=None if failure is None else mask_error(failure, secrets),
             workflow_run_id=ident.workflow_run_id,
             stage_id=ident.stage_id,
             attempt=ident.attempt,
@@ -282,14 +332,26 @@ class CallRecorder:
         )
 
     def write(self, entry: LedgerEntry) -> None:
-        """Writes a row now. A ledger that cannot be written does not fail the call (it was
-        made, and paid for): the row goes to the log instead, for reconciliation."""
+        """Writes a row now, before anything else is done with it. A ledger that cannot be
+        written does not fail the call (it was made, and paid for): the row goes to the log
+        instead, for reconciliation."""
+        try:
+            self.ledger.record(entry)
+        except Exception:
+            logger.exception(
+                "could not write the AI ledger row; the call was made. Row: %s",
+                entry.model_dump_json(exclude={"prompt", "response"}),
+            )
+        self._account(entry)
+
+    def _account(self, entry: LedgerEntry) -> None:
+        """Budget accounting and the log line, after the row is written."""
         if entry.cost is not None:
             with self._lock:
                 self._spent += entry.cost
         cost = "unknown" if entry.cost is None else f"${entry.cost:.6f}"
         logger.info(
-            "AI %s call %s (%s): %s, %d in / %d out tokens, cost %s, %s ms",
+            "AI %s call %s (%s): %s, %d in / %d out tokens, cost %s, %s ms%s",
             entry.call_type,
             entry.model_key,
             entry.topic,
@@ -298,11 +360,5 @@ class CallRecorder:
             entry.output_tokens,
             cost,
             entry.latency_ms,
+            f" ({entry.failure})" if entry.failure else "",
         )
-        try:
-            self.ledger.record(entry)
-        except Exception:
-            logger.exception(
-                "could not write the AI ledger row; the call was made. Row: %s",
-                entry.model_dump_json(exclude={"prompt", "response"}),
-            )

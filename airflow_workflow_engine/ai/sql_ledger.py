@@ -26,6 +26,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import Executable
@@ -109,6 +110,21 @@ class SqlLedger:
                 conn.execute(self._insert, values)
             elif not conn.execute(select(ai_calls.c.id).where(ai_calls.c.id == entry.id)).first():
                 conn.execute(insert(ai_calls), values)
+
+    def mark_failed(self, workflow_run_id: str, stage_id: str, attempt: int, failure: str) -> int:
+        c = ai_calls.c
+        stmt = (
+            update(ai_calls)
+            .where(
+                c.workflow_run_id == workflow_run_id,
+                c.stage_id == stage_id,
+                c.attempt == attempt,
+                c.failure.is_(None),
+            )
+            .values(failure=failure)
+        )
+        with self._tx(write=True) as conn:
+            return int(conn.execute(stmt).rowcount or 0)
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod

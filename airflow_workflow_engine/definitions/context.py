@@ -76,6 +76,7 @@ class StageContext(Generic[InputT, ConfigT]):
         now: Callable[[], datetime],
         on_progress: Callable[[ProgressUpdate], None] | None = None,
         ai_factory: Callable[[StageContext[Any, Any]], Any] | None = None,
+        execution_id: str | None = None,
     ) -> None:
         self.workflow_run_id = workflow_run_id
         self.workflow_id = workflow_id
@@ -84,6 +85,8 @@ class StageContext(Generic[InputT, ConfigT]):
         self.config = config
         self.workflow_context: Mapping[str, BaseModel] = dict(workflow_context)
         self.attempt = attempt
+        #: The stage's row in this run: kept by its retries and resumes, new after a rerun.
+        self.execution_id = execution_id
         self.resume_state = resume_state
         self._blobs = blobs
         self._now = now

@@ -252,6 +252,18 @@ class Kernel:
         cost, tokens = self.ledger.totals(run_id)
         return {"total_cost": float(cost), "total_tokens": tokens}
 
+    def mark_ai_calls_failed(self, run_id: str, stage_id: str, attempt: int, failure: str) -> None:
+        """Marks the ledger rows of a failed stage attempt with what failed (the calls stay
+        recorded: they were paid for). Its own short write, so call it outside transactions;
+        a ledger without ``mark_failed`` or one that cannot be written only logs."""
+        mark = getattr(self.ledger, "mark_failed", None)
+        if mark is None:
+            return
+        try:
+            mark(run_id, stage_id, attempt, failure)
+        except Exception:
+            logger.exception("could not mark the AI ledger rows of %s/%s", run_id, stage_id)
+
     def refresh_run_ai_totals(self, run_id: str) -> None:
         """Copies the ledger's run totals onto the run record (inside the caller's transaction)."""
         changes = self.run_ai_totals(run_id)
@@ -279,6 +291,7 @@ class Kernel:
         *,
         attempt: int,
         resume_state: dict[str, Any] | None,
+        execution_id: str | None = None,
     ) -> StageContext[Any, Any]:
         """Input, config and earlier outputs of a stage, validated. Raises the engine's
         validation errors (never retried)."""
@@ -306,6 +319,7 @@ class Kernel:
             now=self.now,
             on_progress=report,
             ai_factory=self.ai_factory,
+            execution_id=execution_id,
         )
 
     def persist_buffer(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -33,6 +33,7 @@ __all__ = [
     "check_batch_requests",
     "idempotency_tag",
     "parse_json_text",
+    "read_safely",
     "split_system",
     "to_messages",
 ]
@@ -243,6 +244,14 @@ def split_system(messages: Messages, system: str | None) -> tuple[str | None, li
     if not rest:
         raise ValueError("messages need at least one user or assistant message")
     return ("\n\n".join(parts) or None), rest
+
+
+def read_safely(read: Callable[[], Any]) -> Any:
+    """``read()``, or ``None`` if it raises: for reading what we can of a malformed answer."""
+    try:
+        return read()
+    except Exception:
+        return None
 
 
 def parse_json_text(text: str | None) -> Any:

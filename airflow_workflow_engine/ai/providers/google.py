@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_workflow_engine.ai.deterministic import count_tokens
 from airflow_workflow_engine.ai.errors import (
+    AnswerReadError,
     ProviderConfigError,
     ProviderError,
     TransientProviderError,
@@ -35,6 +36,7 @@ from airflow_workflow_engine.ai.providers.base import (
     check_batch_requests,
     idempotency_tag,
     parse_json_text,
+    read_safely,
     split_system,
 )
 
@@ -146,7 +148,15 @@ class GoogleAdapter:
             response = self.client.models.generate_content(
                 model=model_id, contents=contents, config=config
             )
-        return self._response(response, model_id, structured=json_schema is not None)
+        try:
+            return self._response(response, model_id, structured=json_schema is not None)
+        except Exception as exc:  # answered and billed: keep what can be read for the ledger
+            raise AnswerReadError(
+                self._name,
+                exc,
+                usage=read_safely(lambda: _usage_fields(response.usage_metadata)),
+                model_id=read_safely(lambda: response.model_version) or None,
+            ) from exc
 
     def stream(
         self,

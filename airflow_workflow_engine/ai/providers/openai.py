@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from airflow_workflow_engine.ai.errors import (
+    AnswerReadError,
     ProviderConfigError,
     ProviderError,
     TransientProviderError,
@@ -35,6 +36,7 @@ from airflow_workflow_engine.ai.providers.base import (
     check_batch_requests,
     idempotency_tag,
     parse_json_text,
+    read_safely,
     to_messages,
 )
 
@@ -162,7 +164,15 @@ class OpenAIAdapter:
         )
         with self._translate_errors():
             completion: ChatCompletion = self.client.chat.completions.create(**params)
-        return self._response(completion, model_id, structured=json_schema is not None)
+        try:
+            return self._response(completion, model_id, structured=json_schema is not None)
+        except Exception as exc:  # answered and billed: keep what can be read for the ledger
+            raise AnswerReadError(
+                self._name,
+                exc,
+                usage=read_safely(lambda: _usage_fields(completion.usage)),
+                model_id=read_safely(lambda: completion.model) or None,
+            ) from exc
 
     def stream(
         self,

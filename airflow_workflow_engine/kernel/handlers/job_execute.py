@@ -143,13 +143,25 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
     stored: dict[str, Any] = {}
     error: BaseException | None = None
     try:
-        ctx = k.build_context(run, wf, rec.stage_id, attempt=attempt, resume_state=rec.resume_state)
+        ctx = k.build_context(
+            run,
+            wf,
+            rec.stage_id,
+            attempt=attempt,
+            resume_state=rec.resume_state,
+            execution_id=rec.id,
+        )
         buffer = ctx.buffer
         outcome = interpret_return(stage, k.executor.execute(stage, ctx))
         if isinstance(outcome, StageOutput):
             stored = k.store_output(run.id, rec.stage_id, outcome.value)
     except Exception as exc:
         error = exc
+        # Before the outcome transaction (the ledger writes on its own connection): the
+        # attempt's answered calls stay in the ledger, marked with why the attempt failed.
+        k.mark_ai_calls_failed(
+            run.id, rec.stage_id, attempt, f"stage attempt {attempt} failed: {_describe(exc)}"
+        )
 
     # Phase 3: one transaction for everything the attempt produced.
     with k.persistence.transaction():

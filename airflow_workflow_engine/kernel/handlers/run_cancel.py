@@ -63,7 +63,9 @@ def cancel_external_work(k: Kernel, workflow_id: str, rec: StageRecord) -> None:
         if latest is not None and latest.metrics.get(ON_CANCEL_CALLED):
             return  # another process did it already
         run = k.require_run(rec.workflow_run_id)
-        ctx = k.build_context(run, wf, rec.stage_id, attempt=rec.attempt, resume_state=None)
+        ctx = k.build_context(
+            run, wf, rec.stage_id, attempt=rec.attempt, resume_state=None, execution_id=rec.id
+        )
         k.executor.cancel(stage, rec.suspended_state, ctx)
         if latest is not None:
             k.persistence.update_stage(

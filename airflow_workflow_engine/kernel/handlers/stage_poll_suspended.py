@@ -72,7 +72,9 @@ def poll_one(k: Kernel, rec: StageRecord) -> PollOutcome:
         return _commit(k, rec, "timed_out", error=message)
     state = rec.suspended_state or {}
     try:
-        ctx = k.build_context(run, wf, rec.stage_id, attempt=rec.attempt, resume_state=None)
+        ctx = k.build_context(
+            run, wf, rec.stage_id, attempt=rec.attempt, resume_state=None, execution_id=rec.id
+        )
         raw = k.executor.check_completion(stage, state, ctx)
         check = raw if isinstance(raw, CompletionCheck) else CompletionCheck.model_validate(raw)
     except WorkflowEngineError as exc:
@@ -121,6 +123,12 @@ def _commit(
     stored: dict[str, Any] | None = None,
 ) -> PollOutcome:
     run_id, sid = rec.workflow_run_id, rec.stage_id
+    if outcome in ("failed", "timed_out"):
+        # Outside the transaction (the ledger writes on its own connection): the batch results
+        # already read stay in the ledger, marked with why the attempt failed.
+        k.mark_ai_calls_failed(
+            run_id, sid, rec.attempt, f"stage attempt {rec.attempt} {outcome}: {error}"
+        )
     now = k.now()
     with k.persistence.transaction():
         run = k.require_run(run_id, for_update=True)

@@ -258,6 +258,9 @@ ai_calls = Table(
     Column("latency_ms", Integer),
     Column("status", String, nullable=False),
     Column("error", Text),
+    #: What failed after the provider answered (pricing, reading the answer, the stage
+    #: attempt); the call itself was made and billed. NULL: nothing failed.
+    Column("failure", Text),
     Column("workflow_run_id", String),
     Column("stage_id", String),
     Column("attempt", Integer),

@@ -34,6 +34,8 @@ from airflow_workflow_engine.kernel.commands import (
     RunCancel,
     RunClaimPending,
     RunCreate,
+    RunRerunFrom,
+    RunRerunStages,
 )
 from airflow_workflow_engine.kernel.status import Status
 from airflow_workflow_engine.testing import create_test_kernel, run_to_completion
@@ -331,6 +333,15 @@ def test_idempotency_key_ignores_the_attempt_but_not_the_requests() -> None:
         "run-1", "stage", "openai:gpt-test", [BatchRequest(id="a", prompt="y")]
     )
     assert key != batch_idempotency_key("run-1", "stage", "google:g", requests)
+    # A rerun is a new execution of the stage (a new stage row): a new key.
+    execution = batch_idempotency_key("run-1", "stage", "openai:gpt-test", requests, "row-1")
+    assert execution == batch_idempotency_key(
+        "run-1", "stage", "openai:gpt-test", requests, "row-1"
+    )
+    assert execution not in (
+        key,
+        batch_idempotency_key("run-1", "stage", "openai:gpt-test", requests, "row-2"),
+    )
 
 
 def test_definition_errors() -> None:
@@ -387,3 +398,99 @@ def test_worker_killed_after_submit_then_retried_pays_once(
     assert run.status == Status.COMPLETED, run.error_message
     assert calls[0] == calls[1]
     assert fake_llm.batches_created[provider] == 1
+
+
+def batch_annotations(kit: TestKit, run_id: str) -> list[tuple[int | None, str]]:
+    """``(attempt, batch id)`` of each ``ai.batch`` provenance annotation, oldest first."""
+    return [
+        (a.attempt, a.value["batch_id"])
+        for a in kit.persistence.list_annotations(run_id, key_prefix="ai.batch")
+    ]
+
+
+@pytest.mark.parametrize("provider", ["openai", "google"])
+@pytest.mark.parametrize("rerun", ["rerunStages", "rerunFrom"])
+def test_a_rerun_of_a_completed_batch_stage_submits_a_new_batch(
+    fake_llm: FakeLLMServer, provider: str, rerun: str
+) -> None:
+    """Clear = rerun: attempt 2 pays for a new batch, and ledger and provenance say so."""
+    kit = make_kit(fake_llm)
+    run_id = start(kit, provider)
+    first = run_to_completion(kit.kernel, kit.job_transport, run_id)
+    assert first.status == Status.COMPLETED, first.error_message
+    assert fake_llm.batches_created[provider] == 1
+    command: Any = (
+        RunRerunStages(workflow_run_id=run_id, stage_ids=["answer"], reason="cleared")
+        if rerun == "rerunStages"
+        else RunRerunFrom(workflow_run_id=run_id, from_stage_id="answer")
+    )
+    assert kit.kernel.dispatch(command).deleted_stages == ["answer"]
+    second = run_to_completion(kit.kernel, kit.job_transport, run_id)
+    assert second.status == Status.COMPLETED, second.error_message
+    assert fake_llm.batches_created[provider] == 2  # a new provider batch, not the old one
+    stage = kit.persistence.get_stage(run_id, "answer")
+    assert stage is not None and stage.attempt == 2
+    assert stage.suspended_state is not None
+    new_batch = stage.suspended_state["handle"]["batch_id"]
+    provenance = batch_annotations(kit, run_id)
+    assert [a for a, _ in provenance] == [1, 2]
+    assert provenance[1][1] == new_batch != provenance[0][1]
+    assert kit.ledger is not None
+    rows = kit.ledger.entries(run_id)
+    by_attempt = {
+        a: sorted((r.batch_id, r.request_id) for r in rows if r.attempt == a) for a in (1, 2)
+    }
+    assert by_attempt == {
+        1: [(provenance[0][1], f"d{n}") for n in range(3)],
+        2: [(new_batch, f"d{n}") for n in range(3)],
+    }
+    # The run's cost covers both batches: both were paid for.
+    assert second.total_cost == pytest.approx(2 * first.total_cost)
+
+
+@pytest.mark.parametrize("provider", ["openai", "google"])
+def test_a_suspended_batch_stage_reattaches_on_clear_and_duplicate_delivery(
+    fake_llm: FakeLLMServer, provider: str
+) -> None:
+    """The same suspended attempt: a clear leaves it alone, a duplicate delivery is replayed
+    and polls resume the one batch; nothing is submitted again."""
+    fake_llm.batch_polls_until_done = 100
+    kit = make_kit(fake_llm)
+    run_id = start(kit, provider)
+    kit.kernel.dispatch(RunClaimPending())
+    first = kit.kernel.dispatch(JobExecute(workflow_run_id=run_id, stage_id="answer", attempt=1))
+    assert first.outcome == "suspended"
+    cleared = kit.kernel.dispatch(RunRerunStages(workflow_run_id=run_id, stage_ids=["answer"]))
+    assert cleared.deleted_stages == []  # not finished: left alone
+    again = kit.kernel.dispatch(JobExecute(workflow_run_id=run_id, stage_id="answer", attempt=2))
+    assert again.outcome == "suspended" and again.replayed
+    fake_llm.batch_polls_until_done = 1
+    run = run_to_completion(kit.kernel, kit.job_transport, run_id)
+    assert run.status == Status.COMPLETED, run.error_message
+    assert fake_llm.batches_created[provider] == 1
+    provenance = batch_annotations(kit, run_id)
+    assert [a for a, _ in provenance] == [1]
+    assert kit.ledger is not None
+    rows = kit.ledger.entries(run_id)
+    assert {(r.attempt, r.batch_id) for r in rows} == {(1, provenance[0][1])}
+    assert len(rows) == 3
+
+
+def test_a_batch_stage_failing_after_its_results_keeps_their_rows_marked(
+    fake_llm: FakeLLMServer,
+) -> None:
+    """The results were read (and paid for) before the stage failed on a failed request: the
+    rows stay, and say that the attempt failed."""
+    fake_llm.fail_batch_items("d1", message="context too long")
+    kit = make_kit(fake_llm)
+    run_id = start(kit, "openai")
+    run = run_to_completion(kit.kernel, kit.job_transport, run_id)
+    assert run.status == Status.FAILED
+    assert kit.ledger is not None
+    rows = kit.ledger.entries(run_id)
+    assert sorted(r.request_id or "" for r in rows) == ["d0", "d1", "d2"]
+    assert all(
+        r.failure is not None and r.failure.startswith("stage attempt 1 failed: 1 of 3 requests")
+        for r in rows
+    ), [r.failure for r in rows]
+    assert run.total_cost is not None and run.total_cost > 0
