@@ -143,7 +143,10 @@ class StageOperator(BaseOperator):
     def _check_config(self) -> None:
         """The stage's config at parse time: no unknown keys (templated values included),
         required fields set, model keys naming a known provider."""
-        from airflow_workflow_engine.definitions.config import model_key_problems
+        from airflow_workflow_engine.definitions.config import (
+            model_key_fields,
+            model_key_problems,
+        )
         from airflow_workflow_engine.definitions.validation import unknown_keys, validate_model
         from airflow_workflow_engine.errors import ConfigValidationError
         from airflow_workflow_engine.hooks.llm import known_model_providers
@@ -167,7 +170,11 @@ class StageOperator(BaseOperator):
         values = validate_model(
             stage.config, dict(config), ConfigValidationError, what, refuse_unknown_keys=True
         ).model_dump(mode="json", by_alias=True)
-        rows = model_key_problems(stage.config, values, known_model_providers())
+        rows = (
+            model_key_problems(stage.config, values, known_model_providers())
+            if model_key_fields(stage.config)
+            else []
+        )
         if rows:
             detail = "; ".join(f"{r['field']}: {r['message']}" for r in rows)
             raise ConfigValidationError(f"Invalid {what}: {detail}", rows)
