@@ -99,4 +99,6 @@ def make_ai_factory(
             retry=retry,
         )
 
+    # run.create checks model keys in stage config against these (Kernel.model_providers).
+    setattr(factory, "model_providers", lambda: registry.names)  # noqa: B010
     return factory

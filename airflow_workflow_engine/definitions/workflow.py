@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
+from airflow_workflow_engine.definitions.config import model_key_problems
 from airflow_workflow_engine.definitions.ids import is_well_formed_stage_id
 from airflow_workflow_engine.definitions.stage import Stage
-from airflow_workflow_engine.definitions.validation import validate_model
+from airflow_workflow_engine.definitions.validation import (
+    join_sentences,
+    unknown_keys,
+    validate_model,
+)
 from airflow_workflow_engine.errors import (
     ConfigValidationError,
     InputValidationError,
@@ -74,8 +79,14 @@ class Workflow:
 
     # -- input and config ------------------------------------------------------------------
     def validate_input(self, data: Any) -> BaseModel:
+        """The workflow input; keys the input model does not have are refused (unless the
+        model says ``extra="allow"`` or ``"ignore"``)."""
         return validate_model(
-            self.input, data, InputValidationError, f"input for workflow '{self.id}'"
+            self.input,
+            data,
+            InputValidationError,
+            f"input for workflow '{self.id}'",
+            refuse_unknown_keys=True,
         )
 
     def default_config(self) -> dict[str, dict[str, Any]]:
@@ -90,10 +101,18 @@ class Workflow:
             result[sid] = defaults
         return result
 
-    def validate_config(self, config: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    def validate_config(
+        self,
+        config: Mapping[str, Any] | None = None,
+        *,
+        model_providers: Collection[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
         """Merges ``config`` (per stage id) with the defaults and validates every stage's part.
 
-        Raises :class:`ConfigValidationError` naming the stage and field.
+        Keys a stage's config model does not have are refused, naming the closest valid one.
+        With ``model_providers``, model keys (the ``model`` field of ``with_ai_config``) must
+        name one of them. Raises :class:`ConfigValidationError` listing every invalid stage,
+        each with its fields.
         """
         config = dict(config or {})
         unknown = [k for k in config if k not in self._stages]
@@ -105,28 +124,56 @@ class Workflow:
                 rows,
             )
         merged: dict[str, dict[str, Any]] = {}
-        for sid, st in self._stages.items():
-            part = config.get(sid, {})
-            if isinstance(part, BaseModel):
-                part = part.model_dump(by_alias=True)
-            if not isinstance(part, Mapping):
-                raise ConfigValidationError(
-                    f"Invalid config for stage '{sid}': expected an object, got "
-                    f"{type(part).__name__}.",
-                    [{"field": sid, "message": "expected an object"}],
-                )
+        problems: list[str] = []
+        rows = []
+        for sid in self._stages:
             try:
-                model = validate_model(st.config, dict(part), ConfigValidationError, "")
+                merged[sid] = self._validate_stage_config(sid, config.get(sid, {}), model_providers)
             except ConfigValidationError as exc:
-                rows = [
-                    {"field": f"{sid}.{r['field']}", "message": r["message"]} for r in exc.errors
-                ]
-                detail = "; ".join(f"{r['field']}: {r['message']}" for r in rows)
-                raise ConfigValidationError(
-                    f"Invalid config for stage '{sid}' of workflow '{self.id}': {detail}", rows
-                ) from None
-            merged[sid] = model.model_dump(mode="json", by_alias=True)
+                problems.append(str(exc))
+                rows += exc.errors
+        if len(problems) == 1:
+            raise ConfigValidationError(problems[0], rows)
+        if problems:
+            raise ConfigValidationError(
+                f"Invalid config in {len(problems)} stages of workflow '{self.id}':\n"
+                + "\n".join(f"- {p}" for p in problems),
+                rows,
+            )
         return merged
+
+    def _validate_stage_config(
+        self, sid: str, part: Any, model_providers: Collection[str] | None
+    ) -> dict[str, Any]:
+        st = self._stages[sid]
+        if isinstance(part, BaseModel):
+            part = part.model_dump(by_alias=True)
+        if not isinstance(part, Mapping):
+            raise ConfigValidationError(
+                f"Invalid config for stage '{sid}': expected an object, got {type(part).__name__}.",
+                [{"field": sid, "message": "expected an object"}],
+            )
+        strays = unknown_keys(st.config, part)
+        problems = [f"unknown key '{u.field}' in config of stage '{sid}'; {u.hint}" for u in strays]
+        rows = [{"field": f"{sid}.{u.field}", "message": u.message} for u in strays]
+        stray_fields = {u.field for u in strays}
+        values: dict[str, Any] | None = None
+        try:
+            values = validate_model(st.config, dict(part), ConfigValidationError, "").model_dump(
+                mode="json", by_alias=True
+            )
+            found = model_key_problems(st.config, values, model_providers or ())
+            errors = found if model_providers is not None else []
+        except ConfigValidationError as exc:
+            errors = [r for r in exc.errors if r["field"] not in stray_fields]
+        if errors:
+            errors = [{"field": f"{sid}.{r['field']}", "message": r["message"]} for r in errors]
+            detail = "; ".join(f"{r['field']}: {r['message']}" for r in errors)
+            problems.append(f"Invalid config for stage '{sid}' of workflow '{self.id}': {detail}")
+            rows += errors
+        if problems or values is None:
+            raise ConfigValidationError(join_sentences(problems), rows)
+        return values
 
     def stage_config(self, stage_id: str, config: Mapping[str, Any]) -> BaseModel:
         """The typed config of one stage from a validated workflow config."""

@@ -73,6 +73,7 @@ __all__ = [
     "LLMConnectionError",
     "ResolvedProvider",
     "WorkflowEngineLLMHook",
+    "known_model_providers",
     "parse_llm_conn_ids",
     "provider_settings_from_connection",
     "providers_from_airflow",
@@ -144,6 +145,15 @@ def configured_conn_ids() -> dict[str, tuple[str, ...]]:
 
     raw = conf.get(CONFIG_SECTION, CONFIG_OPTION, fallback="") or ""
     return {**DEFAULT_LLM_CONN_IDS, **parse_llm_conn_ids(str(raw))}
+
+
+def known_model_providers(lookup: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """Providers a model key may name under Airflow: the built-in ones (``openai``,
+    ``google``, ``mock``) and those of ``lookup`` (default: ``[workflow_engine]
+    llm_conn_ids``). Checked at DAG parse time and at ``run.create``."""
+    from airflow_workflow_engine.ai.providers import ADAPTERS
+
+    return sorted(set(ADAPTERS) | set(configured_conn_ids() if lookup is None else lookup))
 
 
 def configured_run_max_cost() -> float | None:
@@ -402,6 +412,13 @@ class AirflowAIFactory:
                     )
                 )
             return self._registry
+
+    def model_providers(self) -> list[str]:
+        """Providers model keys may name: the built-in ones and every provider with
+        connections in ``[workflow_engine] llm_conn_ids`` (checked at ``run.create``)."""
+        if self._given is not None:
+            return self.registry().names
+        return known_model_providers(self._lookup)
 
     def _labels_of_run(self, workflow_run_id: str) -> TaskLabels:
         """The DAG id and DAG run id in the run's idempotency key ``"<dag_id>/<run_id>"``

@@ -152,6 +152,12 @@ class Kernel:
     def new_id() -> str:
         return uuid.uuid4().hex
 
+    def model_providers(self) -> list[str] | None:
+        """The providers model keys in stage config may name, when the ``ai_factory`` says
+        (its ``model_providers()``); ``None``: not known here, so not checked."""
+        names = getattr(self.ai_factory, "model_providers", None)
+        return sorted(names()) if callable(names) else None
+
     def workflow(self, workflow_id: str) -> Workflow:
         wf = self.registry.get_workflow(workflow_id)
         if wf is None:

@@ -138,22 +138,46 @@ class StageOperator(BaseOperator):
                     f"stage object with id '{stage.id}'; pass the stage the workflow was built "
                     "with."
                 )
-        if self.config is not None:
-            if not isinstance(self.config, Mapping):
-                raise WorkflowDefinitionError(
-                    f"Task '{self.task_id}': config must be a dict for the config model of stage "
-                    f"'{stage.id}', got {type(self.config).__name__}."
-                )
-            if not _has_template(self.config):
-                from airflow_workflow_engine.definitions.validation import validate_model
-                from airflow_workflow_engine.errors import ConfigValidationError
+        self._check_config()
 
-                validate_model(
-                    stage.config,
-                    dict(self.config),
-                    ConfigValidationError,
-                    f"config of stage '{stage.id}' (task '{self.task_id}')",
+    def _check_config(self) -> None:
+        """The stage's config at parse time: no unknown keys (templated values included),
+        required fields set, model keys naming a known provider."""
+        from airflow_workflow_engine.definitions.config import (
+            model_key_fields,
+            model_key_problems,
+        )
+        from airflow_workflow_engine.definitions.validation import unknown_keys, validate_model
+        from airflow_workflow_engine.errors import ConfigValidationError
+        from airflow_workflow_engine.hooks.llm import known_model_providers
+
+        stage, config = self.stage, {} if self.config is None else self.config
+        if not isinstance(config, Mapping):
+            raise WorkflowDefinitionError(
+                f"Task '{self.task_id}': config must be a dict for the config model of stage "
+                f"'{stage.id}', got {type(config).__name__}."
+            )
+        task = f" (task '{self.task_id}')" if self.task_id != stage.id else ""
+        what = f"config of stage '{stage.id}'{task}"
+        if _has_template(config):  # values are rendered at run time; keys are not templated
+            strays = unknown_keys(stage.config, config)
+            if strays:
+                raise ConfigValidationError(
+                    " ".join(f"unknown key '{u.field}' in {what}; {u.hint}" for u in strays),
+                    [{"field": u.field, "message": u.message} for u in strays],
                 )
+            return
+        values = validate_model(
+            stage.config, dict(config), ConfigValidationError, what, refuse_unknown_keys=True
+        ).model_dump(mode="json", by_alias=True)
+        rows = (
+            model_key_problems(stage.config, values, known_model_providers())
+            if model_key_fields(stage.config)
+            else []
+        )
+        if rows:
+            detail = "; ".join(f"{r['field']}: {r['message']}" for r in rows)
+            raise ConfigValidationError(f"Invalid {what}: {detail}", rows)
 
     def _accepts_async_batch(self) -> bool:
         return False
@@ -230,7 +254,12 @@ class StageOperator(BaseOperator):
                 delay = min(delay * 2, 1.0)
 
     def _run_input(self, workflow: Workflow, context: Context) -> dict[str, Any]:
-        """The DAG run's conf over the DAG params that are fields of the input model."""
+        """The DAG run's conf over the DAG params that are fields of the input model.
+
+        Conf keys that are DAG params but not input fields are for other tasks (the trigger
+        form sends every param) and are left out; any other unknown key stays in, so that
+        ``run.create`` refuses it by name.
+        """
         fields = {fld.alias or name for name, fld in workflow.input.model_fields.items()}
         params = context.get("params") or {}
         data = {k: params[k] for k in list(params) if k in fields and params[k] is not None}
@@ -240,6 +269,8 @@ class StageOperator(BaseOperator):
                 f"The DAG run's conf must be a JSON object (the input of workflow "
                 f"'{workflow.id}'), got {type(conf).__name__}."
             )
+        if workflow.input.model_config.get("extra") != "allow":
+            conf = {k: v for k, v in conf.items() if k in fields or k not in params}
         data.update(conf)
         return data
 

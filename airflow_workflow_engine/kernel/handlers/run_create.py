@@ -15,9 +15,10 @@ if TYPE_CHECKING:
 
 def handle(k: Kernel, cmd: RunCreate) -> RunCreateResult:
     wf = k.workflow(cmd.workflow_id)
-    # Validate everything before the first write: a bad input leaves no row behind.
+    # Validate everything before the first write: a bad input leaves no row behind. Unknown
+    # input and config keys are refused, and model keys must name a known provider.
     run_input = to_json(wf.validate_input(cmd.input))
-    config = wf.validate_config(cmd.config)
+    config = wf.validate_config(cmd.config, model_providers=k.model_providers())
     now = k.now()
     run = RunRecord(
         id=k.new_id(),

@@ -7,7 +7,7 @@ outcome commits in its own short transaction, so one slow or broken stage blocks
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -60,16 +60,9 @@ def poll_one(k: Kernel, rec: StageRecord) -> PollOutcome:
         return _outcome(rec, "skipped")
     wf = k.workflow(run.workflow_id)
     stage = wf.get_stage(rec.stage_id)
-    now = k.now()
-    if rec.max_wait_until is not None and now >= rec.max_wait_until:
-        waited = (now - rec.started_at).total_seconds() if rec.started_at else None
-        message = (
-            f"Stage '{rec.stage_id}' timed out: still not complete after max_wait "
-            f"(waited {waited:.0f}s)."
-            if waited is not None
-            else "timed out"
-        )
-        return _commit(k, rec, "timed_out", error=message)
+    # At (or past) max_wait, check once more: work that finished in time, and was paid for,
+    # completes the stage; only work still not done times out.
+    final = rec.max_wait_until is not None and k.now() >= rec.max_wait_until
     state = rec.suspended_state or {}
     try:
         ctx = k.build_context(
@@ -78,15 +71,22 @@ def poll_one(k: Kernel, rec: StageRecord) -> PollOutcome:
         raw = k.executor.check_completion(stage, state, ctx)
         check = raw if isinstance(raw, CompletionCheck) else CompletionCheck.model_validate(raw)
     except WorkflowEngineError as exc:
-        if exc.retryable:
+        if exc.retryable and not final:
             return _reschedule(k, rec, f"check_completion failed: {exc}")
+        if exc.retryable:
+            return _commit(k, rec, "timed_out", error=_timed_out(k, rec, f"{exc}"))
         return _commit(k, rec, "failed", error=str(exc))
     except Exception as exc:
         # A provider hiccup: keep waiting (max_wait still bounds the stage).
-        return _reschedule(k, rec, f"check_completion failed: {type(exc).__name__}: {exc}")
+        detail = f"check_completion failed: {type(exc).__name__}: {exc}"
+        if final:
+            return _commit(k, rec, "timed_out", error=_timed_out(k, rec, detail))
+        return _reschedule(k, rec, detail)
     if check.error is not None:
         return _commit(k, rec, "failed", error=check.error, buffer=ctx.buffer)
     if not check.ready:
+        if final:
+            return _commit(k, rec, "timed_out", error=_timed_out(k, rec), buffer=ctx.buffer)
         delay = check.next_check_in if check.next_check_in is not None else rec.poll_interval
         return _commit(k, rec, "pending", buffer=ctx.buffer, delay=delay)
     if check.output is None:
@@ -99,13 +99,29 @@ def poll_one(k: Kernel, rec: StageRecord) -> PollOutcome:
     return _commit(k, rec, "completed", buffer=ctx.buffer, stored=stored)
 
 
+def _timed_out(k: Kernel, rec: StageRecord, detail: str | None = None) -> str:
+    waited = (k.now() - rec.started_at).total_seconds() if rec.started_at else None
+    after = f" (waited {waited:.0f}s)" if waited is not None else ""
+    last = f"; the last check failed: {detail}" if detail else ""
+    return (
+        f"Stage '{rec.stage_id}' timed out: still not complete at max_wait{after}, "
+        f"checked once more at the deadline{last}."
+    )
+
+
+def _next_poll_at(k: Kernel, rec: StageRecord, delay: float) -> datetime:
+    """``now + delay``, but never after ``max_wait_until``: the last check is at the deadline."""
+    at = k.now() + timedelta(seconds=delay)
+    return at if rec.max_wait_until is None else min(at, rec.max_wait_until)
+
+
 def _reschedule(k: Kernel, rec: StageRecord, error: str) -> PollOutcome:
     logger.warning("stage %s of run %s: %s", rec.stage_id, rec.workflow_run_id, error)
     with k.persistence.transaction():
         fresh = k.persistence.get_stage(rec.workflow_run_id, rec.stage_id)
         if fresh is None or fresh.status != Status.SUSPENDED:
             return _outcome(rec, "skipped")
-        next_poll_at = k.now() + timedelta(seconds=rec.poll_interval or 60.0)
+        next_poll_at = _next_poll_at(k, rec, rec.poll_interval or 60.0)
         k.persistence.update_stage(
             rec.workflow_run_id, rec.stage_id, next_poll_at=next_poll_at, updated_at=k.now()
         )
@@ -140,7 +156,7 @@ def _commit(
         if buffer is not None:
             k.persist_buffer(run_id, sid, buffer, rec.attempt)
         if outcome == "pending":
-            next_poll_at = now + timedelta(seconds=delay or 60.0)
+            next_poll_at = _next_poll_at(k, rec, delay or 60.0)
             k.persistence.update_stage(run_id, sid, next_poll_at=next_poll_at, updated_at=now)
             return _outcome(rec, "pending", next_poll_at=next_poll_at)
         # Batch results are priced into the ledger as they are read: roll them up now.

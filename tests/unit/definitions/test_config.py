@@ -14,8 +14,10 @@ from airflow_workflow_engine import (
     with_full_config,
     with_standard_config,
 )
+from airflow_workflow_engine.definitions.config import model_key_fields
 
-AI_DEFAULTS = {"model": "mock:echo", "temperature": 0.7, "max_tokens": None, "max_cost": None}
+# ``model`` has no default: a stage never calls a model nobody chose.
+AI_DEFAULTS = {"temperature": 0.7, "max_tokens": None, "max_cost": None}
 STANDARD_DEFAULTS = {**AI_DEFAULTS, "concurrency": 5, "feature_flags": {}}
 FULL_DEFAULTS = {**STANDARD_DEFAULTS, "debug": False, "dry_run": False}
 
@@ -38,8 +40,20 @@ def test_presets_add_fields_with_defaults(
     model = preset(Mine)
     assert model.__name__ == f"Mine{suffix}"
     assert issubclass(model, Mine)
-    assert list(model.model_fields) == ["custom_field", *defaults]
-    assert model().model_dump() == {"custom_field": "x", **defaults}
+    assert list(model.model_fields) == ["custom_field", "model", *defaults]
+    assert model(model="mock:echo").model_dump() == {
+        "custom_field": "x",
+        "model": "mock:echo",
+        **defaults,
+    }
+
+
+@pytest.mark.parametrize("preset", [with_ai_config, with_standard_config, with_full_config])
+def test_presets_have_no_default_model(preset: Any) -> None:
+    with pytest.raises(ValidationError) as err:
+        preset(Mine)()
+    assert err.value.errors()[0]["loc"] == ("model",)
+    assert err.value.errors()[0]["type"] == "missing"
 
 
 def test_presets_leave_the_given_model_unchanged() -> None:
@@ -49,7 +63,9 @@ def test_presets_leave_the_given_model_unchanged() -> None:
 
 def test_ai_fields_have_descriptions() -> None:
     fields = with_ai_config(Mine).model_fields
-    assert fields["model"].description == "Model key, e.g. 'openai:gpt-5-mini'"
+    assert fields["model"].description == (
+        "Model key, e.g. 'openai:gpt-5-mini' ('mock:echo' for the offline mock)"
+    )
     assert fields["max_cost"].description == "Budget for this stage (USD)"
 
 
@@ -60,7 +76,7 @@ def test_ai_fields_have_descriptions() -> None:
 def test_ai_fields_are_range_checked(field: str, value: Any) -> None:
     model = with_ai_config(Mine)
     with pytest.raises(ValidationError) as err:
-        model(**{field: value})
+        model(**{"model": "mock:echo", field: value})
     assert err.value.errors()[0]["loc"] == (field,)
 
 
@@ -78,13 +94,13 @@ def test_ai_fields_accept_valid_values() -> None:
 
 def test_standard_concurrency_must_be_positive() -> None:
     with pytest.raises(ValidationError) as err:
-        with_standard_config(Mine)(concurrency=0)
+        with_standard_config(Mine)(model="mock:echo", concurrency=0)
     assert err.value.errors()[0]["loc"] == ("concurrency",)
 
 
 def test_feature_flags_default_is_fresh_per_instance() -> None:
     model = with_standard_config(Mine)
-    first, second = model(), model()
+    first, second = model(model="mock:echo"), model(model="mock:echo")
     assert first.feature_flags == {}  # type: ignore[attr-defined]
     assert first.feature_flags is not second.feature_flags  # type: ignore[attr-defined]
 
@@ -96,6 +112,7 @@ def test_user_fields_win_over_preset_fields() -> None:
         debug: int = 2
 
     ai = with_ai_config(Tuned)
+    assert model_key_fields(ai) == ["model"]  # the user's own field is still a model key
     assert ai().model_dump() == {
         **AI_DEFAULTS,
         "model": "openai:gpt-5",
@@ -121,6 +138,6 @@ def test_presets_work_as_stage_config_in_a_workflow() -> None:
     wf = WorkflowBuilder("wf", "Wf", input=Doc, output=Doc).pipe(summarize).build()
 
     assert wf.default_config() == {"summarize": {"custom_field": "x", **AI_DEFAULTS}}
-    merged = wf.validate_config({"summarize": {"temperature": 0.2}})
+    merged = wf.validate_config({"summarize": {"model": "mock:echo", "temperature": 0.2}})
     assert merged["summarize"]["temperature"] == 0.2
     assert merged["summarize"]["model"] == "mock:echo"

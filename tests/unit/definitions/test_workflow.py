@@ -239,12 +239,14 @@ def test_validate_config_extra_field_for_a_stage_without_config(workflow: Workfl
     with pytest.raises(ConfigValidationError) as err:
         workflow.validate_config({"words": {"verbose": True}, "report": {"title": "T"}})
     assert err.value.fields == ["words.verbose"]
-    assert "Extra inputs are not permitted" in str(err.value)
+    assert str(err.value) == (
+        "unknown key 'verbose' in config of stage 'words'; there are no valid keys"
+    )
 
 
 def test_validate_config_stage_part_must_be_an_object(workflow: Workflow) -> None:
     with pytest.raises(ConfigValidationError) as err:
-        workflow.validate_config({"clean": 3})
+        workflow.validate_config({"clean": 3, "report": {"title": "T"}})
     assert str(err.value) == "Invalid config for stage 'clean': expected an object, got int."
     assert err.value.fields == ["clean"]
 
@@ -372,3 +374,141 @@ def test_build_rejects_something_that_is_not_a_stage() -> None:
     with pytest.raises(WorkflowDefinitionError) as err:
         _builder().pipe(clean).parallel([words, "chars"]).build()  # type: ignore[list-item]
     assert str(err.value) == "Workflow 'doc-stats': group 1 contains 'chars', not a Stage."
+
+
+# -- unknown keys, model keys, every invalid stage (issue 9, item 8) ---------------------------
+
+
+def _ai_workflow() -> Workflow:
+    from airflow_workflow_engine import with_ai_config
+
+    class Options(BaseModel):  # a user's own model: extra keys not forbidden by the model
+        max_words: int = 50
+
+    summarize = _stage("summarize", config=with_ai_config(Options))
+    classify = _stage("classify", config=with_ai_config(BaseModel), dependencies=["summarize"])
+    return _builder(output=Doc).pipe(summarize).pipe(classify).build()
+
+
+def test_unknown_config_key_is_refused_naming_the_closest_key() -> None:
+    wf = _ai_workflow()
+    with pytest.raises(ConfigValidationError) as err:
+        wf.validate_config(
+            {"summarize": {"modle": "mock:echo"}, "classify": {"model": "mock:echo"}}
+        )
+    assert str(err.value).startswith(
+        "unknown key 'modle' in config of stage 'summarize'; did you mean 'model'?"
+    )
+    # The typo also leaves the required model unset: both are named.
+    assert err.value.fields == ["summarize.modle", "summarize.model"]
+
+
+def test_unknown_config_key_without_a_close_match_lists_the_valid_keys(
+    workflow: Workflow,
+) -> None:
+    with pytest.raises(ConfigValidationError) as err:
+        workflow.validate_config({"clean": {"zzz": 1}, "report": {"title": "T"}})
+    assert str(err.value) == (
+        "unknown key 'zzz' in config of stage 'clean'; valid keys are lower, max_chars"
+    )
+    assert err.value.fields == ["clean.zzz"]
+
+
+def test_unknown_key_in_a_nested_config_model_is_refused() -> None:
+    class Retry(BaseModel):
+        attempts: int = 3
+
+    class Nested(BaseModel):
+        retry: Retry = Field(default_factory=Retry)
+
+    st = _stage("fetch", config=Nested)
+    wf = _builder(output=Doc).pipe(st).build()
+    with pytest.raises(ConfigValidationError) as err:
+        wf.validate_config({"fetch": {"retry": {"atempts": 5}}})
+    assert str(err.value) == (
+        "unknown key 'retry.atempts' in config of stage 'fetch'; did you mean 'retry.attempts'?"
+    )
+
+
+def test_config_models_that_allow_or_ignore_extras_explicitly_keep_them() -> None:
+    from pydantic import ConfigDict
+
+    class Open(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+    class Lax(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+
+    wf = _builder(output=Doc).pipe(_stage("a", config=Open)).pipe(_stage("b", config=Lax)).build()
+    merged = wf.validate_config({"a": {"anything": 1}, "b": {"dropped": 2}})
+    assert merged == {"a": {"anything": 1}, "b": {}}
+
+
+def test_config_alias_and_field_name_are_both_known_keys(workflow: Workflow) -> None:
+    merged = workflow.validate_config({"report": {"title": "T", "max-lines": 3}})
+    assert merged["report"]["max-lines"] == 3
+
+
+def test_validate_config_reports_every_invalid_stage() -> None:
+    wf = _ai_workflow()
+    with pytest.raises(ConfigValidationError) as err:
+        wf.validate_config({"summarize": {"model": "mock:echo", "max_wrds": 3}, "classify": {}})
+    message = str(err.value)
+    assert message.startswith("Invalid config in 2 stages of workflow 'doc-stats':\n- ")
+    assert (
+        "- unknown key 'max_wrds' in config of stage 'summarize'; did you mean 'max_words'?"
+        in message
+    )
+    assert (
+        "- Invalid config for stage 'classify' of workflow 'doc-stats': classify.model: "
+        "Field required" in message
+    )
+    assert err.value.fields == ["summarize.max_wrds", "classify.model"]
+
+
+def test_missing_model_of_with_ai_config_names_stage_and_field() -> None:
+    wf = _ai_workflow()
+    with pytest.raises(ConfigValidationError) as err:
+        wf.validate_config({"summarize": {"model": "mock:echo"}})
+    assert str(err.value) == (
+        "Invalid config for stage 'classify' of workflow 'doc-stats': classify.model: "
+        "Field required"
+    )
+
+
+def test_model_key_with_an_unknown_provider_is_refused() -> None:
+    wf = _ai_workflow()
+    config = {"summarize": {"model": "opnai:gpt-4o"}, "classify": {"model": "gpt-4o"}}
+    assert wf.validate_config(config)["summarize"]["model"] == "opnai:gpt-4o"  # no providers
+    with pytest.raises(ConfigValidationError) as err:
+        wf.validate_config(config, model_providers=["google", "mock", "openai"])
+    message = str(err.value)
+    assert (
+        "Invalid config for stage 'summarize' of workflow 'doc-stats': summarize.model: "
+        "unknown provider 'opnai' in model key 'opnai:gpt-4o'; known providers: google, mock, "
+        "openai; did you mean 'openai:gpt-4o'?" in message
+    )
+    assert "classify.model: model key 'gpt-4o' must look like '<provider>:<model>'" in message
+    assert err.value.fields == ["summarize.model", "classify.model"]
+    ok = {"summarize": {"model": "openai:gpt-4o"}, "classify": {"model": "mock:echo"}}
+    assert wf.validate_config(ok, model_providers=["mock", "openai"])
+
+
+def test_input_with_a_field_the_model_does_not_have_is_refused(workflow: Workflow) -> None:
+    with pytest.raises(InputValidationError) as err:
+        workflow.validate_input({"text": "t", "txet": "oops"})
+    assert str(err.value) == (
+        "unknown key 'txet' in input for workflow 'doc-stats'; did you mean 'text'?"
+    )
+    assert err.value.fields == ["txet"]
+
+
+def test_input_model_that_allows_extras_explicitly_keeps_them() -> None:
+    from pydantic import ConfigDict
+
+    class Loose(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        text: str
+
+    wf = _builder(input=Loose, output=Doc).pipe(_stage("a", input=Loose)).build()
+    assert wf.validate_input({"text": "t", "more": 1}).model_dump() == {"text": "t", "more": 1}

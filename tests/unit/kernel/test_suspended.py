@@ -81,8 +81,83 @@ def test_suspended_stage_times_out_at_max_wait(kit: TestKit) -> None:
     assert "Stage 'batch' failed" in (run.error_message or "")
     assert "timed out" in (run.error_message or "")
     assert kit.clock.now() - start == timedelta(seconds=300)
-    # Polls at 60..240 s; the poll at 300 s is at max_wait and fails without calling the stage.
-    assert POLLS[run_id] == 4
+    # Polls at 60..240 s, then the poll at 300 s (max_wait) checks once more and times out.
+    assert POLLS[run_id] == 5
+    stage = kit.persistence.get_stage(run_id, "batch")
+    assert stage is not None and stage.status == Status.FAILED
+
+
+def test_work_done_exactly_at_max_wait_completes_the_stage(kit: TestKit) -> None:
+    # max_wait = 3 poll intervals; the batch is done at the third poll, which is the deadline:
+    # that batch finished in time (and was paid for), so the stage completes.
+    run_id = create(
+        kit,
+        workflow_id="batch",
+        config={"batch": {"polls_needed": 3, "poll_interval": 60, "max_wait": 180}},
+    )
+    start = kit.clock.now()
+    run = run_to_completion(kit.kernel, kit.job_transport, run_id)
+    assert run.status == Status.COMPLETED, run.error_message
+    assert run.output == {"items": [f"b-{run_id[:6]}", "Report"]}
+    assert kit.clock.now() - start == timedelta(seconds=180)
+    assert POLLS[run_id] == 3
+    stage = kit.persistence.get_stage(run_id, "batch")
+    assert stage is not None and stage.status == Status.COMPLETED
+
+
+def test_work_not_done_at_max_wait_times_out_after_one_final_check(kit: TestKit) -> None:
+    run_id = create(
+        kit,
+        workflow_id="batch",
+        config={"batch": {"polls_needed": 4, "poll_interval": 60, "max_wait": 180}},
+    )
+    start = kit.clock.now()
+    run = run_to_completion(kit.kernel, kit.job_transport, run_id)
+    assert run.status == Status.FAILED
+    assert kit.clock.now() - start == timedelta(seconds=180)
+    assert POLLS[run_id] == 3  # 60 s, 120 s and the final check at the 180 s deadline
+    stage = kit.persistence.get_stage(run_id, "batch")
+    assert stage is not None and stage.status == Status.FAILED
+    assert "timed out" in (stage.error_message or "")
+    assert "checked once more at the deadline" in (stage.error_message or "")
+
+
+def test_last_poll_is_moved_to_the_max_wait_deadline(kit: TestKit) -> None:
+    # max_wait is not a multiple of the interval: the check after 120 s is due at 150 s (the
+    # deadline), not at 180 s, and it is the final one.
+    run_id = create(
+        kit,
+        workflow_id="batch",
+        config={"batch": {"polls_needed": 3, "poll_interval": 60, "max_wait": 150}},
+    )
+    start = kit.clock.now()
+    run = run_to_completion(kit.kernel, kit.job_transport, run_id)
+    assert run.status == Status.COMPLETED, run.error_message
+    assert kit.clock.now() - start == timedelta(seconds=150)
+    assert POLLS[run_id] == 3
+
+
+def test_check_completion_error_at_max_wait_times_out(kit: TestKit) -> None:
+    from tests.workflows import HOOKS
+
+    def boom(ctx: object) -> None:
+        raise ValueError("provider unavailable")
+
+    run_id = create(
+        kit,
+        workflow_id="batch",
+        config={"batch": {"polls_needed": 10, "poll_interval": 60, "max_wait": 120}},
+    )
+    kit.kernel.dispatch(RunClaimPending())
+    kit.job_transport.dequeue()
+    kit.kernel.dispatch(JobExecute(workflow_run_id=run_id, stage_id="batch"))
+    kit.clock.advance(60)
+    assert kit.kernel.dispatch(StagePollSuspended()).outcomes[0].outcome == "pending"
+    HOOKS["check"] = boom
+    kit.clock.advance(60)
+    outcome = kit.kernel.dispatch(StagePollSuspended()).outcomes[0]
+    assert outcome.outcome == "timed_out"
+    assert "provider unavailable" in (outcome.error or "")
     stage = kit.persistence.get_stage(run_id, "batch")
     assert stage is not None and stage.status == Status.FAILED
 
