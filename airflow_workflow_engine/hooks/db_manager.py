@@ -6,11 +6,14 @@ tables. This one applies the engine's own Alembic history
 (``airflow_workflow_engine/persistence/sql/migrations``, version table
 ``wfe_alembic_version``, never Airflow's ``alembic_version``):
 
-- when the engine's database is configured (connection ``workflow_engine_default`` or
-  ``[workflow_engine] sql_alchemy_conn``) and is not Airflow's metadata database, there;
-- otherwise in Airflow's metadata database, on the migration's own connection, beside
-  Airflow's tables. Tasks then need ``[workflow_engine] sql_alchemy_conn`` (or the
-  connection) pointing at that same database: Airflow 3 hides its URL from them.
+- in the engine's database, the one every process uses: the connection
+  ``workflow_engine_default`` (wherever Airflow keeps it), else
+  ``[workflow_engine] sql_alchemy_conn``. When that is Airflow's metadata database, on the
+  migration's own connection, beside Airflow's tables;
+- when neither is set, nowhere: tasks and triggers could not reach tables made in Airflow's
+  database (Airflow 3 hides its URL from them), so the command says loudly what to set and
+  leaves the engine's tables for the next ``airflow db migrate``. It does not fail: Airflow's
+  own migration has succeeded, and a deployment that does not use the engine yet still starts.
 
 Tables are always created by the migrations (never ``create_all``), so every database has
 walked the same history.
@@ -94,6 +97,17 @@ def configured_engine_url() -> str | None:
         return settings.sql_url if settings else None
 
 
+#: What ``airflow db migrate`` says when the engine has no database configured.
+NOT_CONFIGURED_WARNING = (
+    "The workflow engine has no database configured, so its wfe_ tables were NOT created. "
+    "Stage tasks, the triggerer, the UI pages and `airflow workflow-engine` all need it. Set "
+    "[workflow_engine] sql_alchemy_conn (environment variable "
+    "AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN), e.g. to Airflow's own database URL, or "
+    "create the Airflow connection 'workflow_engine_default', then run `airflow db migrate` "
+    "again."
+)
+
+
 class WorkflowEngineDBManager(BaseDBManager):
     """Creates, upgrades and drops the workflow engine's ``wfe_`` tables for ``airflow db``."""
 
@@ -105,14 +119,21 @@ class WorkflowEngineDBManager(BaseDBManager):
     revision_heads_map: dict[str, str] = {"0.1.0": "0001", "0.2.0": "0002", "0.3.0": HEAD_REVISION}  # noqa: RUF012
 
     # -- where ----------------------------------------------------------------------------
+    def _configured_url(self) -> str | None:
+        """The engine's database URL, ``None`` when nothing is configured (looked up once
+        per manager: a connection lookup can take seconds)."""
+        if not hasattr(self, "_configured"):
+            self._configured: str | None = configured_engine_url()
+        return self._configured
+
     def _separate_url(self) -> str | None:
-        """The engine's own database URL when it is not Airflow's metadata database (looked
-        up once per manager: a connection lookup can take seconds)."""
-        if not hasattr(self, "_separate"):
-            url = configured_engine_url()
-            same = url is None or _same_database(url, _airflow_url())
-            self._separate: str | None = None if same else url
-        return self._separate
+        """The engine's own database URL when it is not Airflow's metadata database."""
+        url = self._configured_url()
+        return None if url is None or _same_database(url, _airflow_url()) else url
+
+    def _warn_not_configured(self) -> None:
+        banner = "*" * 100
+        self.log.warning("\n%s\n%s\n%s", banner, NOT_CONFIGURED_WARNING, banner)
 
     def _describe(self, url: str | None) -> str:
         from airflow_workflow_engine.persistence.sql.engine import describe_url
@@ -122,6 +143,14 @@ class WorkflowEngineDBManager(BaseDBManager):
     # -- BaseDBManager --------------------------------------------------------------------
     def get_alembic_config(self) -> Any:
         return alembic_config(url=self._separate_url() or _airflow_url())
+
+    def check_migration(self) -> bool:
+        """Up to date, or nothing to check when the engine has no database configured."""
+        if self._configured_url() is None:
+            self._warn_not_configured()
+            return True
+        result: bool = super().check_migration()  # type: ignore[no-untyped-call]
+        return result
 
     def get_current_revision(self) -> str | None:
         url = self._separate_url()
@@ -145,6 +174,9 @@ class WorkflowEngineDBManager(BaseDBManager):
         use_migration_files: bool = False,
     ) -> None:
         del use_migration_files
+        if self._configured_url() is None:
+            self._warn_not_configured()
+            return
         target = to_revision or "head"
         url = self._separate_url()
         if show_sql_only:
@@ -163,6 +195,9 @@ class WorkflowEngineDBManager(BaseDBManager):
     def downgrade(
         self, to_revision: str, from_revision: str | None = None, show_sql_only: bool = False
     ) -> None:
+        if self._configured_url() is None:
+            self._warn_not_configured()
+            return
         url = self._separate_url()
         if show_sql_only:
             rev = f"{from_revision or HEAD_REVISION}:{to_revision}"

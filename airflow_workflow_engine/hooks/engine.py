@@ -23,8 +23,10 @@ by every operator and trigger of that process.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -63,13 +65,13 @@ DEFAULT_OUTPUT_BLOB_THRESHOLD = 256 * 1024
 #: Connection extras that configure the engine rather than the database driver.
 _ENGINE_EXTRAS = frozenset({"driver", "blob_store", "blob_aws_conn_id", "output_blob_threshold"})
 
-#: SQLAlchemy driver per Airflow connection type, when the ``driver`` extra does not say.
-_DRIVERS = {
-    "postgres": "postgresql+psycopg",
-    "postgresql": "postgresql+psycopg",
+#: Database backend per Airflow connection type (or URL scheme without its ``+dbapi``).
+_BACKENDS = {
+    "postgres": "postgresql",
+    "postgresql": "postgresql",
     "sqlite": "sqlite",
-    "mysql": "mysql+mysqldb",
-    CONN_TYPE: "postgresql+psycopg",
+    "mysql": "mysql",
+    CONN_TYPE: "postgresql",
 }
 
 _WHAT_TO_SET = (
@@ -141,45 +143,117 @@ def _parse_threshold(raw: Any, where: str) -> int:
     return value
 
 
+#: Extras of Airflow's ``postgres`` connections that configure its hook, not the database:
+#: left out of the URL (libpq refuses options it does not know).
+_AIRFLOW_POSTGRES_EXTRAS = frozenset(
+    {
+        "cursor",
+        "iam",
+        "redshift",
+        "redshift-serverless",
+        "aws_conn_id",
+        "cluster-identifier",
+        "workgroup-name",
+        "enable_log_db_messages",
+        "sqlalchemy_scheme",
+        "sqlalchemy_options",
+        "__extra__",
+    }
+)
+
+#: PostgreSQL DB-API packages the engine can use, best first: (SQLAlchemy driver, module).
+_POSTGRES_DBAPIS = (("psycopg", "psycopg"), ("psycopg2", "psycopg2"))
+
+_MISSING_POSTGRES_DRIVER = (
+    "{where} names a PostgreSQL database, but no PostgreSQL driver is installed: install "
+    "psycopg 3 (pip install 'airflow-workflow-engine[postgres]', or 'psycopg[binary]')."
+)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _postgres_driver(where: str) -> str:
+    """``postgresql+psycopg`` (psycopg 3, the DB-API the engine is tested with) when it is
+    installed, else ``postgresql+psycopg2``, whatever DB-API the URL names: so
+    ``postgresql+psycopg2://`` works with the ``postgres`` extra alone, and an async DB-API
+    (``asyncpg``) is swapped for a synchronous one."""
+    for name, module in _POSTGRES_DBAPIS:
+        if _installed(module):
+            return f"postgresql+{name}"
+    raise EngineNotConfiguredError(_MISSING_POSTGRES_DRIVER.format(where=where))
+
+
+def _driver_for(scheme: str, where: str) -> str | None:
+    """The SQLAlchemy driver for a URL scheme or connection type, ``None`` if it names no
+    database the engine supports. Accepts what users type: ``postgres``, ``postgresql``,
+    ``postgresql+psycopg``, ``postgresql+psycopg2``, ``sqlite``, ``sqlite+pysqlite``..."""
+    backend, _, dbapi = scheme.strip().lower().replace("-", "_").partition("+")
+    match _BACKENDS.get(backend):
+        case "postgresql":
+            return _postgres_driver(where)
+        case "sqlite":
+            return "sqlite"
+        case "mysql":
+            return f"mysql+{dbapi or 'mysqldb'}"
+    return None
+
+
+def _sqlite_path(path: str) -> str:
+    """An absolute SQLite path: a relative one (``sqlite:///engine.db``) is taken from
+    ``$AIRFLOW_HOME``, the one directory every Airflow process agrees on (their working
+    directories differ)."""
+    resolved = Path(os.path.expandvars(path)).expanduser()
+    return str(resolved if resolved.is_absolute() else _airflow_home() / resolved)
+
+
 def build_sql_url(conn: Connection) -> URL:
     """A SQLAlchemy URL from an Airflow connection's parts.
 
-    - the driver: the ``driver`` extra (``postgresql``, ``postgresql+psycopg``, ``sqlite``...),
-      else from the connection type (``postgres`` -> ``postgresql+psycopg``, ``sqlite``;
-      type ``workflow_engine`` without the extra means PostgreSQL);
-    - the database: ``schema`` (for SQLite the file path; ``host`` is accepted too, the way
-      Airflow's SQLite connections hold it);
-    - every other extra (``sslmode``...) becomes a query parameter.
+    - the driver: the ``driver`` (or the postgres provider's ``sqlalchemy_scheme``) extra,
+      else the connection type, which may be a URL scheme as Airflow parses
+      ``AIRFLOW_CONN_...`` URIs (``postgres``, ``postgresql+psycopg``, ``postgresql+psycopg2``,
+      ``sqlite``; type ``workflow_engine`` without the extra means PostgreSQL). PostgreSQL
+      gets an installed DB-API (:func:`_postgres_driver`);
+    - the database: ``schema`` (for SQLite the file path, relative ones under
+      ``$AIRFLOW_HOME``; ``host`` is accepted too, the way Airflow's SQLite connections
+      hold it);
+    - every other extra (``sslmode``...) becomes a query parameter, except the postgres
+      provider's own (``cursor``, ``iam``...).
     """
     from sqlalchemy.engine import URL
 
     extras = conn.extra_dejson
+    where = f"Connection '{conn.conn_id}'"
     conn_type = (conn.conn_type or CONN_TYPE).replace("-", "_")
-    driver = str(extras.get("driver") or _DRIVERS.get(conn_type, "")).strip()
-    if not driver:
+    wanted = str(extras.get("driver") or extras.get("sqlalchemy_scheme") or conn_type).strip()
+    driver = _driver_for(wanted, where)
+    if driver is None:
         raise EngineNotConfiguredError(
-            f"Connection '{conn.conn_id}' has type '{conn.conn_type}', which names no database "
-            "driver: set its 'driver' extra (e.g. 'postgresql' or 'sqlite') or use a "
-            f"'{CONN_TYPE}', 'postgres' or 'sqlite' connection."
+            f"{where} has type '{conn.conn_type}'"
+            + (f" and driver '{wanted}'" if wanted != conn_type else "")
+            + ", which names no database the engine supports: use a PostgreSQL or SQLite "
+            "URL (postgresql://, postgresql+psycopg://, sqlite:////abs/path.db), a "
+            f"'{CONN_TYPE}', 'postgres' or 'sqlite' connection, or set its 'driver' extra "
+            "(e.g. 'postgresql' or 'sqlite')."
         )
-    if driver in ("postgresql", "postgres"):
-        driver = "postgresql+psycopg"
     query = {
-        k: str(v) for k, v in extras.items() if k not in _ENGINE_EXTRAS and v not in (None, "")
+        k: v if isinstance(v, str) else json.dumps(v) if isinstance(v, dict | list) else str(v)
+        for k, v in extras.items()
+        if k not in _ENGINE_EXTRAS and k not in _AIRFLOW_POSTGRES_EXTRAS and v not in (None, "")
     }
-    if driver.split("+")[0] == "sqlite":
+    if driver == "sqlite":
         path = conn.schema or conn.host or ""
         if not path or path == ":memory:":
             raise EngineNotConfiguredError(
-                f"Connection '{conn.conn_id}' is a SQLite connection without a file: put the "
-                "database file's absolute path in its 'schema' (or 'host') field, e.g. "
-                "'/opt/airflow/workflow_engine.db'."
+                f"{where} is a SQLite connection without a file: put the database file's "
+                "path in its 'schema' (or 'host') field, e.g. '/opt/airflow/workflow_engine.db' "
+                "(URI: 'sqlite:////opt/airflow/workflow_engine.db')."
             )
-        return URL.create(driver, database=path, query=query)
+        return URL.create(driver, database=_sqlite_path(path), query=query)
     if not conn.host:
-        raise EngineNotConfiguredError(
-            f"Connection '{conn.conn_id}' has no host: set the database server's host name."
-        )
+        raise EngineNotConfiguredError(f"{where} has no host: set the database server's host name.")
     return URL.create(
         driver,
         username=conn.login or None,
@@ -189,6 +263,33 @@ def build_sql_url(conn: Connection) -> URL:
         database=conn.schema or None,
         query=query,
     )
+
+
+def normalize_config_url(raw: str, where: str) -> str:
+    """``[workflow_engine] sql_alchemy_conn`` read the way :func:`build_sql_url` reads a
+    connection: the same scheme aliases and installed driver, relative SQLite paths under
+    ``$AIRFLOW_HOME``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    scheme = raw.partition("://")[0]
+    try:
+        url = make_url(raw if "://" not in raw else "x://" + raw.partition("://")[2])
+    except ArgumentError:
+        raise EngineNotConfiguredError(
+            f"{where} is not a database URL (expected e.g. "
+            "'postgresql://user:password@host:5432/airflow' or 'sqlite:////abs/path/engine.db')."
+        ) from None
+    driver = _driver_for(scheme, where)
+    if driver is None:
+        raise EngineNotConfiguredError(
+            f"{where} has the scheme '{scheme}', which names no database the engine supports: "
+            "use postgresql://, postgresql+psycopg:// or sqlite:////abs/path.db."
+        )
+    url = url.set(drivername=driver)
+    if driver == "sqlite" and url.database and url.database != ":memory:":
+        url = url.set(database=_sqlite_path(url.database))
+    return url.render_as_string(hide_password=False)
 
 
 def _settings_from_connection(conn: Connection) -> EngineSettings:
@@ -217,7 +318,7 @@ def settings_from_config() -> EngineSettings | None:
         return None
     where = f"[{CONFIG_SECTION}] sql_alchemy_conn"
     return EngineSettings(
-        sql_url=url,
+        sql_url=normalize_config_url(url, where),
         blob_store=_conf_get("blob_store") or default_blob_store(),
         output_blob_threshold=_parse_threshold(
             _conf_get("output_blob_threshold", str(DEFAULT_OUTPUT_BLOB_THRESHOLD)), where
@@ -225,6 +326,36 @@ def settings_from_config() -> EngineSettings | None:
         blob_aws_conn_id=_conf_get("blob_aws_conn_id") or None,
         source=where,
     )
+
+
+def _in_task_runtime() -> bool:
+    """Whether this process reaches connections through Airflow's execution API (a task,
+    a triggerer's trigger runner, a DAG-file parser) rather than Airflow's database."""
+    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    if getattr(runner, "SUPERVISOR_COMMS", None) is not None:
+        return True
+    return os.environ.get("_AIRFLOW_PROCESS_CONTEXT") == "client"
+
+
+def _get_connection(conn_id: str) -> Connection:
+    """The connection ``conn_id`` wherever Airflow keeps it, in every kind of process.
+
+    Task code asks the Task SDK (environment variables, the secrets backend, then Airflow's
+    database through the execution API). Elsewhere (``airflow workflow-engine ...``,
+    ``airflow db migrate``, the api-server) the Task SDK looks only at environment
+    variables and the secrets backend, so a connection created in the UI, through the REST
+    API or with ``airflow connections add`` would be missing: there the lookup is
+    ``airflow connections get``'s (environment, secrets backend, then Airflow's database).
+    """
+    if not _in_task_runtime():
+        try:
+            from airflow.models.connection import Connection as StoredConnection
+        except ImportError:  # a worker with the Task SDK only
+            pass
+        else:
+            found: Connection = StoredConnection.get_connection_from_secrets(conn_id)
+            return found
+    return BaseHook.get_connection(conn_id)
 
 
 def _is_not_found(exc: BaseException) -> bool:
@@ -440,7 +571,7 @@ class WorkflowEngineHook(BaseHook):
         if self.conn_id is None:
             return None, None
         try:
-            return self.get_connection(self.conn_id), None
+            return _get_connection(self.conn_id), None
         except Exception as exc:
             if _is_not_found(exc):
                 return None, exc
@@ -460,7 +591,10 @@ class WorkflowEngineHook(BaseHook):
             error: BaseException | None = None
             if self.conn_id is not None:
                 try:
-                    conn = await self.aget_connection(self.conn_id)
+                    if _in_task_runtime():
+                        conn = await self.aget_connection(self.conn_id)
+                    else:
+                        conn = _get_connection(self.conn_id)
                 except Exception as exc:
                     if not _is_not_found(exc):
                         raise

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -37,15 +39,20 @@ from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_workflow_engine.cli._common import CommandError, money_text, parse_when
-from airflow_workflow_engine.errors import WorkflowEngineError
+from airflow_workflow_engine.errors import (
+    DatabaseUnavailableError,
+    MigrationsNotAppliedError,
+    WorkflowEngineError,
+)
 from airflow_workflow_engine.kernel.status import Status
 from airflow_workflow_engine.plugins.ui import URL_PREFIX
 from airflow_workflow_engine.plugins.ui.models import CostReport, RunDetail, RunList
@@ -63,6 +70,11 @@ MAX_PAGE_SIZE = 200
 STATUSES = [s.value for s in Status]
 #: Characters of a run's input or output shown on its page (the JSON API has them whole).
 JSON_CHARS = 4000
+#: The most runs a list may skip: far beyond any real list, and within every database's
+#: integer range (a bigger number overflowed the driver and answered 503).
+MAX_OFFSET = 1_000_000_000
+#: Longest DAG id, DAG run id or workflow run id accepted (Airflow's own ID_LEN).
+ID_LEN = 250
 
 
 # -- who may read what -----------------------------------------------------------------------
@@ -110,68 +122,87 @@ def _access(user: GetUserDep) -> Access:
     return Access(user)
 
 
-def _reader() -> EngineReader:
-    return get_reader()
+#: Opens (once per process) the engine's reader. A route calls it after its parameters are
+#: validated, so a bad parameter is a 422 even while the database is down.
+OpenReader = Callable[[], EngineReader]
+
+
+def _reader() -> OpenReader:
+    return get_reader
 
 
 AccessDep = Annotated[Access, Depends(_access)]
-ReaderDep = Annotated[EngineReader, Depends(_reader)]
+ReaderDep = Annotated[OpenReader, Depends(_reader)]
 
 
 class RunFilter(BaseModel):
     """The query parameters of a list of runs."""
 
-    dag_id: str | None = Field(None, description="Only runs of this DAG.")
-    status: str | None = Field(None, description=f"Only runs in this status: {STATUSES}.")
+    dag_id: str | None = Field(None, max_length=ID_LEN, description="Only runs of this DAG.")
+    status: str | None = Field(
+        None, max_length=32, description=f"Only runs in this status: {STATUSES}."
+    )
     limit: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Runs per page.")
-    offset: int = Field(0, ge=0, description="Runs to skip (newest first).")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Runs to skip (newest first).")
+
+    @field_validator("status")
+    @classmethod
+    def _known_status(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        name = value.strip().upper()
+        if name not in STATUSES:
+            raise ValueError(f"Unknown status {value!r}; use one of {', '.join(STATUSES)}.")
+        return name
+
+
+class CostFilter(BaseModel):
+    """The query parameters of the AI spend report."""
+
+    since: str | None = Field(
+        None,
+        max_length=64,
+        description="Only calls from this date-time on (ISO 8601; a date alone is midnight "
+        "in Airflow's default timezone).",
+    )
+
+    @field_validator("since")
+    @classmethod
+    def _readable_date(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        try:
+            parse_when(value)
+        except CommandError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    def when(self) -> datetime | None:
+        return None if self.since is None else parse_when(self.since)
 
 
 RunFilterQuery = Annotated[RunFilter, Query()]
-SinceQuery = Annotated[
-    str | None,
-    Query(
-        description="Only calls from this date-time on (ISO 8601; a date alone is midnight "
-        "in Airflow's default timezone)."
-    ),
-]
+CostFilterQuery = Annotated[CostFilter, Query()]
+RunIdPath = Annotated[str, PathParam(max_length=ID_LEN, description="A workflow run id.")]
+DagIdPath = Annotated[str, PathParam(max_length=ID_LEN, description="A DAG id.")]
+DagRunIdPath = Annotated[str, PathParam(max_length=ID_LEN, description="A DAG run id.")]
 
 
 # -- reading ---------------------------------------------------------------------------------
 
 
-def _status(value: str | None) -> str | None:
-    if not value:
-        return None
-    name = value.strip().upper()
-    if name not in STATUSES:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            f"Unknown status {value!r}; use one of {', '.join(STATUSES)}.",
-        )
-    return name
-
-
-def _since(value: str | None) -> datetime | None:
-    if not value or not value.strip():
-        return None
-    try:
-        return parse_when(value)
-    except CommandError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"since: {exc}") from None
-
-
-def _list_runs(reader: EngineReader, access: Access, filters: RunFilter) -> RunList:
-    return reader.runs(
+def _list_runs(reader: OpenReader, access: Access, filters: RunFilter) -> RunList:
+    return reader().runs(
         dag_id=filters.dag_id or None,
-        status=_status(filters.status),
+        status=filters.status,
         limit=filters.limit,
         offset=filters.offset,
         dag_ids=access.dag_ids,
     )
 
 
-def _run_by_id(reader: EngineReader, access: Access, workflow_run_id: str) -> RunDetail:
+def _run_by_id(open_reader: OpenReader, access: Access, workflow_run_id: str) -> RunDetail:
+    reader = open_reader()
     run = reader.run(workflow_run_id)
     if run is None:
         raise HTTPException(
@@ -181,8 +212,9 @@ def _run_by_id(reader: EngineReader, access: Access, workflow_run_id: str) -> Ru
     return reader.detail(run)
 
 
-def _run_by_dag_run(reader: EngineReader, access: Access, dag_id: str, run_id: str) -> RunDetail:
+def _run_by_dag_run(open_reader: OpenReader, access: Access, dag_id: str, run_id: str) -> RunDetail:
     access.check_run(dag_id)  # before saying whether the run exists
+    reader = open_reader()
     run = reader.run_of_dag_run(dag_id, run_id)
     if run is None:
         raise HTTPException(
@@ -193,8 +225,8 @@ def _run_by_dag_run(reader: EngineReader, access: Access, dag_id: str, run_id: s
     return reader.detail(run)
 
 
-def _costs(reader: EngineReader, access: Access, since: str | None) -> CostReport:
-    return reader.costs(since=_since(since), dag_ids=access.dag_ids)
+def _costs(reader: OpenReader, access: Access, filters: CostFilter) -> CostReport:
+    return reader().costs(since=filters.when(), dag_ids=access.dag_ids)
 
 
 # -- HTML --------------------------------------------------------------------------------------
@@ -303,6 +335,8 @@ class _Pages:
         titles = {
             status.HTTP_403_FORBIDDEN: "Not allowed",
             status.HTTP_404_NOT_FOUND: "Not found",
+            status.HTTP_422_UNPROCESSABLE_ENTITY: "Bad request",
+            status.HTTP_500_INTERNAL_SERVER_ERROR: "Something went wrong",
             status.HTTP_503_SERVICE_UNAVAILABLE: "The workflow engine's database is unavailable",
         }
         return self.render(
@@ -328,26 +362,77 @@ def _error_handlers(app: FastAPI, pages: _Pages) -> None:
         return pages.error(request, exc.status_code, str(exc.detail))
 
     async def engine_error(request: Request, exc: Exception) -> Response:
-        message = " ".join(str(exc).split())
-        logger.warning("Workflow engine pages: %s", message)
-        code = status.HTTP_503_SERVICE_UNAVAILABLE
+        # The cause names the database (host, port, name, user): for the server log only.
+        # Every logged-in user may call this API; they get what failed and an id to quote.
+        request_id = uuid.uuid4().hex[:16]
+        logger.warning(
+            "Workflow engine pages, request %s (%s %s): %s: %s",
+            request_id,
+            request.method,
+            _route_path(request),
+            type(exc).__name__,
+            " ".join(str(exc).split()),
+        )
+        return _failure(request, status.HTTP_503_SERVICE_UNAVAILABLE, _public(exc), request_id)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        request_id = uuid.uuid4().hex[:16]
+        logger.error(
+            "Workflow engine pages, request %s (%s %s) failed",
+            request_id,
+            request.method,
+            _route_path(request),
+            exc_info=exc,
+        )
+        return _failure(
+            request,
+            status.HTTP_500_INTERNAL_SERVER_ERROR,
+            "The workflow engine's pages failed to answer.",
+            request_id,
+        )
+
+    def _failure(request: Request, code: int, message: str, request_id: str) -> Response:
+        detail = f"{message} Request id {request_id}: the api-server log has the details."
+        headers = {"X-Request-ID": request_id}
         if not _wants_html(request):
-            return JSONResponse({"detail": message}, code)
-        return pages.error(request, code, message)
+            return JSONResponse({"detail": detail, "request_id": request_id}, code, headers)
+        page = pages.error(request, code, detail)
+        page.headers.update(headers)
+        return page
 
     async def bad_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         if not _wants_html(request):
-            return JSONResponse({"detail": jsonable(exc.errors())}, 422)
+            return JSONResponse({"detail": jsonable(_without_input(exc.errors()))}, 422)
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}"
             for e in exc.errors()
         )
-        return pages.error(request, status.HTTP_400_BAD_REQUEST, problems)
+        return pages.error(request, status.HTTP_422_UNPROCESSABLE_ENTITY, problems)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(WorkflowEngineError, engine_error)
     app.add_exception_handler(RequestValidationError, bad_request)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _public(exc: Exception) -> str:
+    """What an API user is told about an engine failure: its kind, never its details."""
+    if isinstance(exc, MigrationsNotAppliedError):
+        return (
+            "The workflow engine's tables are missing or out of date: an administrator must "
+            "run `airflow db migrate`."
+        )
+    if isinstance(exc, DatabaseUnavailableError):
+        return "The workflow engine's database is unavailable."
+    if type(exc).__name__ == "EngineNotConfiguredError":
+        return "The workflow engine's database is not configured (or configured wrongly)."
+    return "The workflow engine failed to answer."
+
+
+def _without_input(errors: Any) -> list[dict[str, Any]]:
+    """Validation errors without the rejected value (which may be huge) or pydantic's URL."""
+    return [{k: v for k, v in dict(e).items() if k not in ("input", "url", "ctx")} for e in errors]
 
 
 def jsonable(value: Any) -> Any:
@@ -390,30 +475,34 @@ def _html_routes(app: FastAPI, pages: _Pages) -> None:
 
     @app.get("/runs/{workflow_run_id}", name="run_page", **options)
     def run_page(
-        request: Request, workflow_run_id: str, access: AccessDep, reader: ReaderDep
+        request: Request, workflow_run_id: RunIdPath, access: AccessDep, reader: ReaderDep
     ) -> HTMLResponse:
         run = _run_by_id(reader, access, workflow_run_id)
         return pages.render(request, "run.html", user=access.user, section="runs", run=run)
 
     @app.get("/dags/{dag_id}/runs/{run_id:path}", name="dag_run_page", **options)
     def dag_run_page(
-        request: Request, dag_id: str, run_id: str, access: AccessDep, reader: ReaderDep
+        request: Request,
+        dag_id: DagIdPath,
+        run_id: DagRunIdPath,
+        access: AccessDep,
+        reader: ReaderDep,
     ) -> HTMLResponse:
         run = _run_by_dag_run(reader, access, dag_id, run_id)
         return pages.render(request, "run.html", user=access.user, section="runs", run=run)
 
     @app.get("/costs", name="costs_page", **options)
     def costs_page(
-        request: Request, access: AccessDep, reader: ReaderDep, since: SinceQuery = None
+        request: Request, access: AccessDep, reader: ReaderDep, filters: CostFilterQuery
     ) -> HTMLResponse:
-        report = _costs(reader, access, since)
+        report = _costs(reader, access, filters)
         return pages.render(
             request,
             "costs.html",
             user=access.user,
             section="costs",
             report=report,
-            since_text=since or "",
+            since_text=filters.since or "",
         )
 
 
@@ -424,7 +513,7 @@ def _api_routes(app: FastAPI) -> None:
         return _list_runs(reader, access, filters)
 
     @app.get("/api/runs/{workflow_run_id}", response_model=RunDetail, tags=["Workflow engine"])
-    def get_run(workflow_run_id: str, access: AccessDep, reader: ReaderDep) -> RunDetail:
+    def get_run(workflow_run_id: RunIdPath, access: AccessDep, reader: ReaderDep) -> RunDetail:
         """One workflow run with its stages, annotations, AI calls and events."""
         return _run_by_id(reader, access, workflow_run_id)
 
@@ -433,11 +522,13 @@ def _api_routes(app: FastAPI) -> None:
         response_model=RunDetail,
         tags=["Workflow engine"],
     )
-    def get_dag_run(dag_id: str, run_id: str, access: AccessDep, reader: ReaderDep) -> RunDetail:
+    def get_dag_run(
+        dag_id: DagIdPath, run_id: DagRunIdPath, access: AccessDep, reader: ReaderDep
+    ) -> RunDetail:
         """The workflow run of an Airflow DAG run."""
         return _run_by_dag_run(reader, access, dag_id, run_id)
 
     @app.get("/api/costs", response_model=CostReport, tags=["Workflow engine"])
-    def get_costs(access: AccessDep, reader: ReaderDep, since: SinceQuery = None) -> CostReport:
+    def get_costs(access: AccessDep, reader: ReaderDep, filters: CostFilterQuery) -> CostReport:
         """AI spend by UTC day, model and DAG, and the total."""
-        return _costs(reader, access, since)
+        return _costs(reader, access, filters)

@@ -442,3 +442,52 @@ def test_tables_not_migrated(airflow_env: AirflowEnv, tmp_path: Path) -> None:
     migrated = ok(cli(env, "db", "migrate"))
     assert "The workflow engine's tables are at revision" in migrated
     assert "(was not created; newest" in migrated
+
+
+# -- a connection stored in Airflow's database -------------------------------------------------
+
+
+def test_connection_added_with_airflow_connections_add_is_used_by_tasks_and_the_cli(
+    airflow_env: AirflowEnv, tmp_path: Path
+) -> None:
+    """``workflow_engine_default`` made with ``airflow connections add`` (stored in Airflow's
+    database, like one made in the UI or through the REST API): a stage task writes there,
+    and the CLI reads there, both ahead of ``[workflow_engine] sql_alchemy_conn`` (which this
+    Airflow also sets)."""
+    from airflow_workflow_engine.persistence.sql import SqlPersistence
+
+    stored = tmp_path / "stored.db"
+    env = airflow_env.env
+    assert "AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN" in env
+    conn = json.dumps({"conn_type": "sqlite", "host": str(stored)})
+    added = subprocess.run(
+        [airflow_bin(), "connections", "add", "workflow_engine_default", "--conn-json", conn],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr[-3000:]
+    try:
+        migrated = ok(cli(env, "db", "migrate"))
+        assert f"SQLite database '{stored}'" in migrated
+        result = airflow_env.run_dag("it_hand_dag.py", "it_hand", {"text": "stored connection"})
+        assert result.state == "success", result.log[-4000:]
+        key = f"it_hand/{result.run_id}"
+        with SqlPersistence(f"sqlite:///{stored}") as store:
+            run = store.get_run_by_idempotency_key(key)
+        assert run is not None and run.status == Status.COMPLETED  # the task wrote there
+        assert airflow_env.kernel_run(result, "it_hand") is None  # not to the option's database
+        shown = ok_json(cli(env, "runs", "show", "it_hand", result.run_id, "-o", "json"))
+        assert shown["workflow_run_id"] == run.id and shown["status"] == "COMPLETED"
+        listed = ok_json(cli(env, "runs", "list", "--dag-id", "it_hand", "-o", "json"))
+        assert [r["workflow_run_id"] for r in listed] == [run.id]
+    finally:
+        removed = subprocess.run(
+            [airflow_bin(), "connections", "delete", "workflow_engine_default"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert removed.returncode == 0, removed.stderr[-3000:]

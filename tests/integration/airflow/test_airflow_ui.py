@@ -420,9 +420,15 @@ def test_runs_api_lists_the_engines_runs_newest_first(ui: UI) -> None:
     assert [first["runs"][0], second["runs"][0]] == everything["runs"][:2]
     assert first["total"] == everything["total"]
     code, body, _ = ui.request("GET", "/workflow-engine/api/runs?status=DONE")
-    assert code == 400 and "Unknown status 'DONE'" in body["detail"]
+    assert code == 422 and body["detail"][0]["loc"] == ["query", "status"]
+    assert "Unknown status 'DONE'" in body["detail"][0]["msg"]
     code, _, _ = ui.request("GET", "/workflow-engine/api/runs?limit=0")
     assert code == 422
+    # A number past any database's integer range is refused, not sent to the database.
+    code, body, _ = ui.request("GET", "/workflow-engine/api/runs?offset=99999999999999999999999")
+    assert code == 422 and body["detail"][0]["loc"] == ["query", "offset"], body
+    last = ui.get("/workflow-engine/api/runs?offset=1000000000")
+    assert last["runs"] == [] and last["total"] == everything["total"]
 
 
 def test_run_api_returns_stages_annotations_ledger_and_events(ui: UI) -> None:
@@ -523,7 +529,8 @@ def test_costs_api_rolls_up_the_ledger(ui: UI) -> None:
     assert [r["key"] for r in report["by_day"]] == sorted(by_day, reverse=True)
     assert ui.get("/workflow-engine/api/costs?since=2999-01-01")["total"]["calls"] == 0
     code, body, _ = ui.request("GET", "/workflow-engine/api/costs?since=yesterday-ish")
-    assert code == 400 and body["detail"].startswith("since: Cannot read 'yesterday-ish'")
+    assert code == 422 and body["detail"][0]["loc"] == ["query", "since"]
+    assert "Cannot read 'yesterday-ish'" in body["detail"][0]["msg"]
 
 
 def test_stage_tasks_link_to_the_workflow_run_page(ui: UI) -> None:
