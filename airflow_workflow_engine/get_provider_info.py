@@ -77,6 +77,22 @@ _CONFIG: dict[str, Any] = {
                 "1048576",
                 type="integer",
             ),
+            "event_plugins": _option(
+                "Event plugins that get the outbox's events (workflow, stage, annotation, log "
+                "events) under Airflow: comma-separated 'package.module:attribute' references, "
+                "each a Plugin from airflow_workflow_engine.kernel.define_plugin or a list of "
+                "them, importable by the workers. Each stage task delivers its run's events in "
+                "order, at least once, after its stage commits. Empty: events go to the log.",
+                "",
+                "my_company.wfe_plugins:slack_plugin",
+            ),
+            "event_max_retries": _option(
+                "Failed deliveries of one event before it goes to the dead-letter queue "
+                "(`airflow workflow-engine events dlq`, `events replay`).",
+                "3",
+                "5",
+                type="integer",
+            ),
             "llm_conn_ids": _option(
                 "Which Airflow connections hold the credentials of each model provider used by "
                 "ctx.ai, as provider=conn_id pairs (several ids: a|b, the first that exists "

@@ -3,8 +3,8 @@
 Airflow imports this module on every ``airflow`` start (``"cli"`` in ``get_provider_info()``),
 so it imports nothing at module level but the standard library, and Airflow's CLI classes only
 inside :func:`get_workflow_engine_cli_commands`. The command bodies are loaded lazily, with
-``lazy_load_command``, from ``runs.py``, ``costs.py``, ``rerun.py``, ``approval.py`` and
-``db.py``.
+``lazy_load_command``, from ``runs.py``, ``costs.py``, ``rerun.py``, ``approval.py``,
+``events.py`` and ``db.py``.
 """
 
 from __future__ import annotations
@@ -215,6 +215,62 @@ def get_workflow_engine_cli_commands() -> list[CLICommand]:
         func=func("approval.reject_run"),
         args=decision,
     )
+    run_events = (opt_dag_id, opt_run_id, workflow_run_id)
+    limit = arg(
+        "--limit", type=int, default=100, help="How many events at most (default: %(default)s)"
+    )
+    events = GroupCommand(
+        name="events",
+        help="The event outbox: list, dead-letter queue, replay, flush",
+        subcommands=(
+            ActionCommand(
+                name="list",
+                help="List the events of a workflow run and their delivery state",
+                description="The outbox events of the workflow run of a DAG run, in order: "
+                "type, time, pending / published / dead-lettered, delivery tries, last error "
+                "and payload.",
+                func=func("events.events_list"),
+                args=(
+                    *run_events,
+                    arg("--pending", action="store_true", help="Only events not yet published"),
+                    arg(
+                        "--limit",
+                        type=int,
+                        default=0,
+                        help="Only the last N events (default: all)",
+                    ),
+                    output,
+                    conn_id,
+                    verbose,
+                ),
+            ),
+            ActionCommand(
+                name="dlq",
+                help="List dead-lettered events (all runs, or one)",
+                description="Events whose delivery to the event plugins failed "
+                "event_max_retries times, with the last error.",
+                func=func("events.events_dlq"),
+                args=(*run_events, limit, output, conn_id, verbose),
+            ),
+            ActionCommand(
+                name="replay",
+                help="Put dead-lettered events back and deliver them",
+                description="Move dead-lettered events (all runs, or one) back to the outbox "
+                "and deliver them now with the event plugins of [workflow_engine] "
+                "event_plugins, as loaded by this process. Exit status 1 if any failed again.",
+                func=func("events.events_replay"),
+                args=(*run_events, limit, conn_id, verbose),
+            ),
+            ActionCommand(
+                name="flush",
+                help="Deliver pending events now (all runs, or one)",
+                description="Deliver the events not yet published (of one run, or of every "
+                "run with pending events) to the event plugins, in order.",
+                func=func("events.events_flush"),
+                args=(*run_events, limit, conn_id, verbose),
+            ),
+        ),
+    )
     db = GroupCommand(
         name="db",
         help="The engine's tables: migrate, current revision",
@@ -238,7 +294,7 @@ def get_workflow_engine_cli_commands() -> list[CLICommand]:
     return [
         GroupCommand(
             name=GROUP_NAME,
-            help="Workflow engine: runs, AI costs, rerun from a stage, approvals, its tables",
-            subcommands=(runs, costs, rerun, backfill_rerun, approve, reject, db),
+            help="Workflow engine: runs, AI costs, rerun, approvals, events, its tables",
+            subcommands=(runs, costs, rerun, backfill_rerun, approve, reject, events, db),
         )
     ]

@@ -472,11 +472,8 @@ def _s3_client(aws_conn_id: str) -> Any:
 
 def _build(settings: EngineSettings) -> _Built:
     from airflow_workflow_engine.ai.sql_ledger import SqlLedger
-    from airflow_workflow_engine.hooks.host import (
-        AirflowJobTransport,
-        AirflowScheduler,
-        LoggingEventSink,
-    )
+    from airflow_workflow_engine.hooks.events import event_sink_from_config
+    from airflow_workflow_engine.hooks.host import AirflowJobTransport, AirflowScheduler
     from airflow_workflow_engine.hooks.llm import AirflowAIFactory
     from airflow_workflow_engine.kernel.kernel import KernelSettings, create_kernel
     from airflow_workflow_engine.persistence.sql import SqlPersistence
@@ -499,7 +496,7 @@ def _build(settings: EngineSettings) -> _Built:
         persistence=persistence,
         blob_store=_make_blob_store(settings),
         job_transport=AirflowJobTransport(),
-        event_sink=LoggingEventSink(),
+        event_sink=event_sink_from_config(),  # [workflow_engine] event_plugins
         scheduler=AirflowScheduler(),
         registry=registry,
         settings=KernelSettings(output_blob_threshold=settings.output_blob_threshold),

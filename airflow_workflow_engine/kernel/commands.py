@@ -141,11 +141,16 @@ class OutboxFlush(_Model):
     max_events: int = Field(100, ge=1)
     #: Failed deliveries of one event before it goes to the dead-letter queue.
     max_retries: int = Field(3, ge=1)
+    #: Only this run's events, under the run's outbox lease: two flushers of one run never
+    #: interleave, so its events are published in order.
+    workflow_run_id: str | None = None
 
 
 class PluginReplayDLQ(_Model):
     type: Literal["plugin.replayDLQ"] = "plugin.replayDLQ"
     max_events: int = Field(100, ge=1)
+    #: Only this run's dead-lettered events.
+    workflow_run_id: str | None = None
 
 
 Command: TypeAlias = Annotated[
@@ -274,6 +279,8 @@ class OutboxFlushResult(_Model):
     published: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    #: Another flusher holds the run's outbox lease: nothing was done; try again shortly.
+    busy: bool = False
 
 
 class PluginReplayDLQResult(_Model):

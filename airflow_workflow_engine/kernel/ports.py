@@ -221,8 +221,11 @@ class Persistence(Protocol):
 
     def list_events(self, workflow_run_id: str) -> list[OutboxEvent]: ...
 
-    def list_unpublished_events(self, limit: int = 100) -> list[OutboxEvent]:
-        """Not yet published and not dead-lettered, in (run, sequence) order."""
+    def list_unpublished_events(
+        self, limit: int = 100, workflow_run_id: str | None = None
+    ) -> list[OutboxEvent]:
+        """Not yet published and not dead-lettered, in (run, sequence) order; of one run with
+        ``workflow_run_id``."""
         ...
 
     def mark_event_published(self, event_id: str, at: datetime) -> None: ...
@@ -231,7 +234,9 @@ class Persistence(Protocol):
         self, event_id: str, error: str, retry_count: int, dlq_at: datetime | None
     ) -> None: ...
 
-    def list_dlq_events(self, limit: int = 100) -> list[OutboxEvent]: ...
+    def list_dlq_events(
+        self, limit: int = 100, workflow_run_id: str | None = None
+    ) -> list[OutboxEvent]: ...
 
     def requeue_dlq_events(self, event_ids: Sequence[str]) -> int: ...
 

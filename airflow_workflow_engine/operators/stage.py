@@ -436,6 +436,9 @@ class StageOperator(BaseOperator):
 
         with engine_errors(f"Cannot advance workflow run {run_id}"):
             outcome = kernel.dispatch(RunTransition(workflow_run_id=run_id))
+        from airflow_workflow_engine.hooks.events import deliver_run_events
+
+        deliver_run_events(kernel, run_id)  # the run's outbox to the event plugins, in order
         return str(outcome.status.value)
 
     def summary(

@@ -281,9 +281,17 @@ class InMemoryPersistence:
             rows = [self.events[eid] for eid in self._events_by_run.get(workflow_run_id, {})]
         return sorted(rows, key=lambda e: e.sequence)
 
-    def list_unpublished_events(self, limit: int = 100) -> list[OutboxEvent]:
+    def list_unpublished_events(
+        self, limit: int = 100, workflow_run_id: str | None = None
+    ) -> list[OutboxEvent]:
         with self._lock:
-            rows = [e for e in self.events.values() if e.published_at is None and e.dlq_at is None]
+            rows = [
+                e
+                for e in self.events.values()
+                if e.published_at is None
+                and e.dlq_at is None
+                and workflow_run_id in (None, e.workflow_run_id)
+            ]
         rows.sort(key=lambda e: (e.occurred_at, e.workflow_run_id, e.sequence))
         return rows[:limit]
 
@@ -302,9 +310,15 @@ class InMemoryPersistence:
     ) -> None:
         self._update_event(event_id, last_error=error, retry_count=retry_count, dlq_at=dlq_at)
 
-    def list_dlq_events(self, limit: int = 100) -> list[OutboxEvent]:
+    def list_dlq_events(
+        self, limit: int = 100, workflow_run_id: str | None = None
+    ) -> list[OutboxEvent]:
         with self._lock:
-            rows = [e for e in self.events.values() if e.dlq_at is not None]
+            rows = [
+                e
+                for e in self.events.values()
+                if e.dlq_at is not None and workflow_run_id in (None, e.workflow_run_id)
+            ]
         rows.sort(key=lambda e: (e.workflow_run_id, e.sequence))
         return rows[:limit]
 

@@ -83,7 +83,7 @@ def mirror_dag_run_failed(
     reason = f"Airflow DAG run {dag_id}/{run_id} failed"
     if msg:
         reason += f" ({msg})"
-    return _cancel(dag_id, run_id, reason, conn_id)
+    return _cancel(dag_id, run_id, reason, conn_id, rejection_first=True)
 
 
 def mirror_task_failed(
@@ -110,7 +110,17 @@ def _warn_once(key: str, message: str, *args: Any) -> None:
         logger.warning(message, *args)
 
 
-def _cancel(dag_id: str, run_id: str, reason: str, conn_id: str | None) -> MirrorResult:
+def _rejection(kernel: Any, workflow_run_id: str) -> str | None:
+    """The run's standing rejection (``approval.status`` = ``rejected``), described."""
+    from airflow_workflow_engine.kernel.approvals import approval_state
+
+    decision = approval_state(kernel.persistence.list_annotations(workflow_run_id)).decision
+    return None if decision is None or decision.approved else decision.describe()
+
+
+def _cancel(
+    dag_id: str, run_id: str, reason: str, conn_id: str | None, *, rejection_first: bool = False
+) -> MirrorResult:
     from airflow_workflow_engine.errors import MigrationsNotAppliedError
     from airflow_workflow_engine.hooks.engine import EngineNotConfiguredError, WorkflowEngineHook
     from airflow_workflow_engine.kernel.commands import RunCancel
@@ -133,8 +143,11 @@ def _cancel(dag_id: str, run_id: str, reason: str, conn_id: str | None) -> Mirro
         return MirrorResult("not_configured", reason=reason)
     if run is None:
         return MirrorResult("no_workflow_run", reason=reason)
-    if run.status.is_terminal:
+    if run.status.is_terminal:  # e.g. ApprovalSensor recorded its rejection: keep that error
         return MirrorResult("already_final", run.id, run.status.value, reason)
+    rejected = _rejection(kernel, run.id) if rejection_first else None
+    if rejected:  # the rejection is the cause; the DAG run's failure only follows from it
+        reason = f"{rejected}; {reason}"
     result = kernel.dispatch(RunCancel(workflow_run_id=run.id, reason=reason))
     action: MirrorAction = "cancelled" if result.cancelled else "already_final"
     if result.cancelled:

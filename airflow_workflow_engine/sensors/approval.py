@@ -15,10 +15,16 @@ or, shorter, :func:`approve` / :func:`reject`. The newest ``approval.status`` of
 it and their comment. A run that fails or is cancelled before anyone decides fails the task
 too. With ``stage_id``, only approvals of that stage count (``approval.stage_id``, or the
 annotation's stage).
+
+A rerun of the stages a decision depended on voids it, and the sensor waits for a fresh one
+(see :mod:`airflow_workflow_engine.kernel.approvals`). A rejection of this DAG run's own
+workflow run cancels that run with the rejection as its error (who, when, why) before the task
+fails, so the DAG run's failure that follows leaves that error in place.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -37,6 +43,8 @@ if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.records import AnnotationRecord
 
 __all__ = ["ApprovalSensor", "approve", "record_approval", "reject"]
+
+logger = logging.getLogger(__name__)
 
 
 class ApprovalSensor(WorkflowStateSensor):
@@ -69,6 +77,47 @@ class ApprovalSensor(WorkflowStateSensor):
 
     def spec_options(self) -> dict[str, Any]:
         return {"key_prefix": self.key_prefix, "stage_id": self.stage_id}
+
+    def resolve(self, event: SensorEvent) -> dict[str, Any]:
+        if event["status"] == "failed" and event["observed"] == REJECTED:
+            self.cancel_rejected_run(event)
+        return super().resolve(event)
+
+    def rejection_reason(self, event: SensorEvent) -> str:
+        """``rejected by bob at 2026-06-01T12:00:00+00:00: 'numbers are off' (task ...)``."""
+        details = event["details"]
+        comment = details.get("comment")
+        scope = f" (stage '{details['stage_id']}')" if details.get("stage_id") else ""
+        why = f": {comment!r}" if comment else " (no comment given)"
+        return (
+            f"rejected{scope} by {details.get('approver')} at {details.get('at')}{why} "
+            f"(task '{self.task_id}' of DAG '{self.dag_id}')"
+        )
+
+    def cancel_rejected_run(self, event: SensorEvent) -> bool:
+        """Cancels this DAG run's own workflow run with the rejection as the reason; a run of
+        another DAG run is left to its own DAG. Returns whether it cancelled the run."""
+        from airflow_workflow_engine.kernel.commands import RunCancel
+        from airflow_workflow_engine.triggers.kernel_state import run_key
+
+        workflow_run_id = event.get("workflow_run_id")
+        if not workflow_run_id:
+            return False
+        try:
+            from airflow.sdk import get_current_context
+
+            own_key = run_key(self.dag_id, str(get_current_context()["dag_run"].run_id))
+            kernel = self.hook.get_kernel()
+            run = kernel.persistence.get_run(workflow_run_id)
+            if run is None or run.idempotency_key != own_key:
+                return False
+            result = kernel.dispatch(
+                RunCancel(workflow_run_id=workflow_run_id, reason=self.rejection_reason(event))
+            )
+        except Exception:  # the rejection still fails the task; the listener cancels the run
+            logger.warning("Could not record the rejection on the workflow run", exc_info=True)
+            return False
+        return bool(result.cancelled)
 
     def failure_message(self, event: SensorEvent) -> str:
         details = event["details"]

@@ -31,7 +31,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -41,7 +40,7 @@ from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.ports import Persistence
-    from airflow_workflow_engine.kernel.records import AnnotationRecord, RunRecord
+    from airflow_workflow_engine.kernel.records import RunRecord
 
 __all__ = [
     "APPROVAL_PREFIX",
@@ -50,7 +49,6 @@ __all__ = [
     "DEFAULT_TARGETS",
     "REJECTED",
     "STATUS_NAMES",
-    "ApprovalDecision",
     "KernelStateTrigger",
     "SensorEvent",
     "SensorStatus",
@@ -59,7 +57,6 @@ __all__ = [
     "WaitSpec",
     "check",
     "find_run_by_key",
-    "latest_approval",
     "run_key",
 ]
 
@@ -230,69 +227,17 @@ def _find_run(persistence: Persistence, spec: WaitSpec) -> RunRecord | Verdict:
 
 
 # -- approvals ----------------------------------------------------------------------------
+# The decision (which approval counts, which reruns void it) is the kernel's:
+# :mod:`airflow_workflow_engine.kernel.approvals`, imported when first needed so that a DAG file
+# using a sensor does not load the kernel.
 
 
-@dataclass(frozen=True)
-class ApprovalDecision:
-    """The newest approval (or rejection) on a run."""
+def __getattr__(name: str) -> Any:
+    if name in ("ApprovalDecision", "latest_approval"):
+        from airflow_workflow_engine.kernel import approvals
 
-    status: str
-    approver: str
-    comment: str | None
-    stage_id: str | None
-    at: datetime
-    actor_kind: str
-
-    @property
-    def approved(self) -> bool:
-        return self.status == APPROVED
-
-    def details(self) -> dict[str, Any]:
-        return {
-            "approver": self.approver,
-            "comment": self.comment,
-            "stage_id": self.stage_id,
-            "at": self.at.isoformat(),
-            "actor_kind": self.actor_kind,
-        }
-
-
-def _group(note: AnnotationRecord) -> tuple[str, str, str | None, datetime]:
-    # One kernel.annotations.attach(...) call writes its attributes with one actor, one
-    # timestamp and one idempotency key: that is how a status finds its approver and comment.
-    return (note.actor.kind, note.actor.id, note.idempotency_key, note.created_at)
-
-
-def latest_approval(
-    notes: Sequence[AnnotationRecord],
-    key_prefix: str = APPROVAL_PREFIX,
-    stage_id: str | None = None,
-) -> ApprovalDecision | None:
-    """The newest ``<prefix>status`` of ``approved``/``rejected`` among ``notes`` (in the
-    order they were written), with the approver and comment attached with it. With
-    ``stage_id``, only approvals of that stage count."""
-    status_key = f"{key_prefix}status"
-    decision: ApprovalDecision | None = None
-    for note in notes:
-        if note.key != status_key:
-            continue
-        value = str(note.value).strip().lower() if note.value is not None else ""
-        if value not in (APPROVED, REJECTED):
-            continue
-        siblings = {n.key: n.value for n in notes if _group(n) == _group(note)}
-        scope = siblings.get(f"{key_prefix}stage_id") or note.stage_id
-        if stage_id is not None and scope != stage_id:
-            continue
-        comment = siblings.get(f"{key_prefix}comment")
-        decision = ApprovalDecision(
-            status=value,
-            approver=str(siblings.get(f"{key_prefix}approver") or note.actor.id),
-            comment=None if comment in (None, "") else str(comment),
-            stage_id=None if scope is None else str(scope),
-            at=note.created_at,
-            actor_kind=note.actor.kind,
-        )
-    return decision
+        return getattr(approvals, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- the check ----------------------------------------------------------------------------
@@ -332,8 +277,11 @@ def _check_run(spec: WaitSpec, run: RunRecord) -> Verdict:
 
 
 def _check_approval(persistence: Persistence, spec: WaitSpec, run: RunRecord) -> Verdict:
-    notes = persistence.list_annotations(run.id, key_prefix=spec.key_prefix)
-    decision = latest_approval(notes, spec.key_prefix, spec.stage_id)
+    from airflow_workflow_engine.kernel.approvals import approval_state
+
+    # Every annotation, in write order: the reruns that void a decision are ``revision.*``.
+    state = approval_state(persistence.list_annotations(run.id), spec.key_prefix, spec.stage_id)
+    decision = state.decision
     if decision is not None:
         comment = f": {decision.comment}" if decision.comment else " (no comment)"
         verb = "approved" if decision.approved else "rejected"
@@ -352,7 +300,7 @@ def _check_approval(persistence: Persistence, spec: WaitSpec, run: RunRecord) ->
             run.id,
             None,
         )
-    return Verdict(None, f"workflow run {run.id} awaits approval", run.id, None)
+    return Verdict(None, f"workflow run {run.id} {state.waiting_message()}", run.id, None)
 
 
 def check(persistence: Persistence, spec: WaitSpec) -> Verdict:

@@ -11,6 +11,6 @@ if TYPE_CHECKING:
 
 
 def handle(k: Kernel, cmd: PluginReplayDLQ) -> PluginReplayDLQResult:
-    events = k.persistence.list_dlq_events(cmd.max_events)
+    events = k.persistence.list_dlq_events(cmd.max_events, cmd.workflow_run_id)
     replayed = k.persistence.requeue_dlq_events([e.id for e in events])
     return PluginReplayDLQResult(replayed=replayed)

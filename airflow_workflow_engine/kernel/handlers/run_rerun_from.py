@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from airflow_workflow_engine.blob.scoped import stage_prefix
 from airflow_workflow_engine.errors import InvalidTransitionError
+from airflow_workflow_engine.kernel.approvals import record_rerun
 from airflow_workflow_engine.kernel.commands import RunRerunFrom, RunRerunFromResult
 from airflow_workflow_engine.kernel.records import RunRecord
 from airflow_workflow_engine.kernel.status import Status
@@ -49,9 +50,17 @@ def handle(k: Kernel, cmd: RunRerunFrom) -> RunRerunFromResult:
     with k.persistence.transaction():
         run = k.require_run(cmd.workflow_run_id, for_update=True)
         _check(k, run, wf, number)
-        existing = {r.stage_id for r in k.persistence.list_stages(run.id, resolve_outputs=False)}
+        existing = {r.stage_id: r for r in k.persistence.list_stages(run.id, resolve_outputs=False)}
         deleted = [sid for sid in affected if sid in existing]
         k.persistence.delete_stages(run.id, deleted)
+        # Provenance of the rerun; it voids the approvals that depended on these stages.
+        record_rerun(
+            k,
+            run.id,
+            [existing[sid] for sid in deleted],
+            reason=f"rerun from stage '{cmd.from_stage_id}'",
+            from_stage_id=cmd.from_stage_id,
+        )
         run = k.set_run_status(
             run, Status.RUNNING, output=None, completed_at=None, error_message=None
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from airflow_workflow_engine.blob.scoped import stage_prefix
+from airflow_workflow_engine.kernel.approvals import record_rerun
 from airflow_workflow_engine.kernel.commands import RunRerunStages, RunRerunStagesResult
 from airflow_workflow_engine.kernel.records import StageRecord
 from airflow_workflow_engine.kernel.status import Status
@@ -52,12 +53,15 @@ def handle(k: Kernel, cmd: RunRerunStages) -> RunRerunStagesResult:
     with k.persistence.transaction():
         run = k.require_run(cmd.workflow_run_id, for_update=True)
         # Re-read under the run's lock: a stage that started meanwhile is not dropped.
-        deleted = [rec.stage_id for rec in _finished(k, run.id, candidates)]
+        replaced = _finished(k, run.id, candidates)
+        deleted = [rec.stage_id for rec in replaced]
         if not deleted:
             return RunRerunStagesResult(
                 workflow_run_id=run.id, status=run.status, deleted_stages=[], deleted_blobs=0
             )
         k.persistence.delete_stages(run.id, deleted)
+        # Provenance of the rerun; it voids the approvals that depended on these stages.
+        record_rerun(k, run.id, replaced, reason=cmd.reason or "rerun of chosen stages")
         if run.status != Status.RUNNING:
             run = k.set_run_status(
                 run, Status.RUNNING, output=None, completed_at=None, error_message=None

@@ -499,14 +499,16 @@ class SqlPersistence:
         with self._tx(write=False) as conn:
             return self._events(conn.execute(query).mappings().all())
 
-    def list_unpublished_events(self, limit: int = 100) -> list[OutboxEvent]:
+    def list_unpublished_events(
+        self, limit: int = 100, workflow_run_id: str | None = None
+    ) -> list[OutboxEvent]:
         t = outbox_events
-        query = (
-            select(t)
-            .where(t.c.published_at.is_(None), t.c.dlq_at.is_(None))
-            .order_by(t.c.occurred_at, self._text_order(t.c.workflow_run_id), t.c.sequence)
-            .limit(limit)
-        )
+        query = select(t).where(t.c.published_at.is_(None), t.c.dlq_at.is_(None))
+        if workflow_run_id is not None:
+            query = query.where(t.c.workflow_run_id == workflow_run_id)
+        query = query.order_by(
+            t.c.occurred_at, self._text_order(t.c.workflow_run_id), t.c.sequence
+        ).limit(limit)
         with self._tx(write=False) as conn:
             return self._events(conn.execute(query).mappings().all())
 
@@ -526,14 +528,14 @@ class SqlPersistence:
     ) -> None:
         self._update_event(event_id, last_error=error, retry_count=retry_count, dlq_at=dlq_at)
 
-    def list_dlq_events(self, limit: int = 100) -> list[OutboxEvent]:
+    def list_dlq_events(
+        self, limit: int = 100, workflow_run_id: str | None = None
+    ) -> list[OutboxEvent]:
         t = outbox_events
-        query = (
-            select(t)
-            .where(t.c.dlq_at.is_not(None))
-            .order_by(self._text_order(t.c.workflow_run_id), t.c.sequence)
-            .limit(limit)
-        )
+        query = select(t).where(t.c.dlq_at.is_not(None))
+        if workflow_run_id is not None:
+            query = query.where(t.c.workflow_run_id == workflow_run_id)
+        query = query.order_by(self._text_order(t.c.workflow_run_id), t.c.sequence).limit(limit)
         with self._tx(write=False) as conn:
             return self._events(conn.execute(query).mappings().all())
 

@@ -160,6 +160,7 @@ def test_definition_module_is_cheap_to_import() -> None:
         "backfill-rerun",
         "costs",
         "db",
+        "events",
         "reject",
         "rerun",
         "runs",

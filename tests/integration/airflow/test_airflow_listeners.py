@@ -143,6 +143,60 @@ def test_failed_dag_run_cancels_its_workflow_run(engine: Any) -> None:
     assert _status(engine, run_id) == (status, error)
 
 
+def _approval_sensor() -> Any:
+    from airflow.sdk import DAG
+
+    from airflow_workflow_engine.sensors import ApprovalSensor
+
+    with DAG("it_dag", schedule=None):
+        return ApprovalSensor(task_id="wait_for_approval", conn_id=None)
+
+
+def test_rejection_is_the_workflow_runs_error_not_the_dag_run_failure(engine: Any) -> None:
+    """The sensor's rejection cancels its own DAG run's workflow run naming who, when and
+    why; the DAG run's failure that follows leaves that error in place."""
+    from airflow.models.dagrun import DagRun
+    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.sdk.execution_time.context import set_current_context
+
+    from airflow_workflow_engine.sensors.approval import reject
+    from airflow_workflow_engine.triggers.kernel_state import WaitSpec, check
+
+    run_id = _start_run(engine, key="it_dag/manual__rej")
+    _complete(engine, run_id, "measure")
+    (note, *_) = reject(engine, run_id, "bob", "numbers are off")
+    spec = WaitSpec(kind="approval", dag_id="it_dag", run_id="manual__rej")
+    event = check(engine.persistence, spec).event(spec)
+    dag_run = DagRun(dag_id="it_dag", run_id="manual__rej", run_type="manual")
+    with set_current_context({"dag_run": dag_run}), pytest.raises(AirflowFailException):  # type: ignore[typeddict-item]
+        _approval_sensor().resolve(event)
+    expected = (
+        f"cancelled: rejected by bob at {note.created_at.isoformat()}: 'numbers are off' "
+        "(task 'wait_for_approval' of DAG 'it_dag')"
+    )
+    assert _status(engine, run_id) == (Status.CANCELLED, expected)
+    _listener_manager().hook.on_dag_run_failed(dag_run=dag_run, msg="task_failure")
+    assert _status(engine, run_id) == (Status.CANCELLED, expected)
+
+
+def test_a_rejected_runs_dag_run_failure_names_the_rejection(engine: Any) -> None:
+    """When the sensor could not record it (another DAG's sensor, an engine hiccup), the
+    listener puts the standing rejection first in the run's error."""
+    from airflow.models.dagrun import DagRun
+
+    from airflow_workflow_engine.sensors.approval import reject
+
+    run_id = _start_run(engine, key="it_dag/manual__rej2")
+    (note, *_) = reject(engine, run_id, "bob", "numbers are off")
+    dag_run = DagRun(dag_id="it_dag", run_id="manual__rej2", run_type="manual")
+    _listener_manager().hook.on_dag_run_failed(dag_run=dag_run, msg="task_failure")
+    assert _status(engine, run_id) == (
+        Status.CANCELLED,
+        f"cancelled: rejected by bob at {note.created_at.isoformat()}: 'numbers are off'; "
+        "Airflow DAG run it_dag/manual__rej2 failed (task_failure)",
+    )
+
+
 def test_mirror_functions_say_what_they_did(engine: Any) -> None:
     from airflow_workflow_engine.plugins.listeners import mirror_dag_run_failed
 

@@ -457,6 +457,38 @@ def test_approval_then_rejection_newest_wins(engine: Any) -> None:
     )
 
 
+def test_a_rerun_before_the_approval_point_makes_the_sensor_wait_again(engine: Any) -> None:
+    """An Airflow clear of ``measure`` (before the sensor) voids alice's approval: the trigger
+    waits for a new decision, and the next one counts. A clear of ``report`` (after the
+    approval point) does not void it."""
+    from airflow_workflow_engine.kernel.commands import RunRerunStages
+    from airflow_workflow_engine.sensors.approval import approve
+    from airflow_workflow_engine.triggers.kernel_state import check
+
+    run_id = _start_run(engine)
+    _complete(engine, run_id, "measure")
+    approve(engine, run_id, "alice", "looks right")
+    _complete(engine, run_id, "report")
+    spec = _spec(kind="approval", workflow_run_id=run_id)
+    engine.dispatch(RunRerunStages(workflow_run_id=run_id, stage_ids=["report"]))
+    assert check(engine.persistence, spec).details["approver"] == "alice"
+    _complete(engine, run_id, "report")
+
+    engine.dispatch(
+        RunRerunStages(workflow_run_id=run_id, stage_ids=["measure", "report"], reason="clear")
+    )
+    verdict = check(engine.persistence, spec)
+    assert verdict.status is None
+    assert "awaits a new approval" in verdict.message and "alice" in verdict.message
+    (event,) = _events(_trigger(kind="approval", workflow_run_id=run_id, timeout=0.6))
+    assert event.payload["status"] == "timed_out"
+    _complete(engine, run_id, "measure")
+    approve(engine, run_id, "bob", "checked the new numbers")
+    (event,) = _events(_trigger(kind="approval", workflow_run_id=run_id))
+    assert event.payload["status"] == "success"
+    assert event.payload["details"]["approver"] == "bob"
+
+
 def test_approval_through_annotations_attach(engine: Any) -> None:
     """Approving is just an annotation: any writer of ``approval.status`` decides; other
     values and other stages' approvals do not."""
@@ -592,9 +624,11 @@ def test_rejection_fails_the_sensor_naming_who_and_why(
     assert "was rejected by bob: 'no'" in log, log[-3000:]
     run = sensor_env.kernel_run(result, "it_approval_auto")
     assert sensor_env.stages(run.id)["measure"].status == Status.COMPLETED
-    # The DAG run failed, so the listener cancelled the workflow run.
+    # The sensor cancelled the workflow run with the rejection as its error (who, when, why);
+    # the DAG run's failure, mirrored by the listener after it, left that error in place.
     assert run.status == Status.CANCELLED
-    assert f"Airflow DAG run it_approval_auto/{result.run_id} failed" in run.error_message
+    assert run.error_message.startswith("cancelled: rejected by bob at "), run.error_message
+    assert run.error_message.endswith(": 'no' (task 'wait_for_approval' of DAG 'it_approval_auto')")
 
 
 def test_approval_given_while_the_sensor_is_deferred(sensor_env: AirflowEnv) -> None:
@@ -668,4 +702,4 @@ def test_sensors_over_another_dags_run(
     stage_log = sensor_env.task_log(bad, "stage_of_other_dag")
     assert "stage 'report' is CANCELLED" in stage_log, stage_log[-3000:]
     run_log = sensor_env.task_log(bad, "run_of_other_dag")
-    assert "is CANCELLED: cancelled: Airflow DAG run it_approval_auto/" in run_log
+    assert "is CANCELLED: cancelled: rejected by bob at " in run_log, run_log[-3000:]

@@ -87,3 +87,57 @@ def test_failure_blocks_only_later_events_of_the_same_run(kit: TestKit) -> None:
     result = kit.kernel.dispatch(OutboxFlush(max_retries=5))
     assert result.failed == 1
     assert [r for r, _ in sink.got] == [b]
+
+
+def test_a_runs_flush_publishes_only_that_run_in_order(kit: TestKit) -> None:
+    a = create(kit)
+    b = create(kit, workflow_id="flaky", config={"flaky": {"fail_times": 0}})
+    run_to_completion(kit.kernel, kit.job_transport, a)
+    run_to_completion(kit.kernel, kit.job_transport, b)
+    result = kit.kernel.dispatch(OutboxFlush(workflow_run_id=a, max_events=1000))
+    events_a = kit.persistence.list_events(a)
+    assert result.published == len(events_a) and not result.busy
+    assert [(e.workflow_run_id, e.sequence) for e in kit.events.events] == [
+        (a, e.sequence) for e in events_a
+    ]
+    assert {e.workflow_run_id for e in kit.persistence.list_unpublished_events()} == {b}
+    assert kit.persistence.list_unpublished_events(workflow_run_id=a) == []
+
+
+def test_a_runs_flush_waits_for_the_run_outbox_lease(kit: TestKit) -> None:
+    """Two flushers of one run never interleave: the second finds the lease taken and does
+    nothing; a lease left by a dead flusher expires."""
+    from datetime import timedelta
+
+    from airflow_workflow_engine.kernel.handlers.outbox_flush import LEASE_TYPE
+
+    run_id = create(kit)
+    key = f"outbox.flush/{run_id}"
+    now = kit.clock.now()
+    ttl = timedelta(seconds=kit.kernel.settings.idempotency_ttl_seconds)
+    kit.persistence.acquire_idempotency(key, LEASE_TYPE, now=now, expires_at=now + ttl)
+    busy = kit.kernel.dispatch(OutboxFlush(workflow_run_id=run_id))
+    assert busy.busy and busy.published == 0 and kit.events.events == []
+    kit.clock.advance(kit.kernel.settings.idempotency_ttl_seconds + 1)  # the holder died
+    taken = kit.kernel.dispatch(OutboxFlush(workflow_run_id=run_id))
+    assert not taken.busy and taken.published == len(kit.persistence.list_events(run_id)) > 0
+    # Released after the flush: the next one runs.
+    assert not kit.kernel.dispatch(OutboxFlush(workflow_run_id=run_id)).busy
+
+
+def test_replay_of_one_runs_dead_letters(kit: TestKit) -> None:
+    a = create(kit)
+    b = create(kit)
+
+    def fail(event: OutboxEvent) -> None:
+        raise RuntimeError("down")
+
+    kit.kernel.event_sink = type("Sink", (), {"publish": staticmethod(fail)})()
+    kit.kernel.dispatch(OutboxFlush(max_retries=1))
+    assert {e.workflow_run_id for e in kit.persistence.list_dlq_events()} == {a, b}
+    assert kit.persistence.list_dlq_events(workflow_run_id=a) == [
+        e for e in kit.persistence.list_dlq_events() if e.workflow_run_id == a
+    ]
+    replayed = kit.kernel.dispatch(PluginReplayDLQ(workflow_run_id=a)).replayed
+    assert replayed == len(kit.persistence.list_events(a))
+    assert {e.workflow_run_id for e in kit.persistence.list_dlq_events()} == {b}
