@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
 __all__ = [
@@ -62,8 +62,19 @@ def _extend(model: type[M], name: str, fields: dict[str, Any]) -> type[M]:
         own = model.model_fields["model"]
         marked = FieldInfo.merge_field_infos(own, json_schema_extra={MODEL_KEY_MARK: True})
         extra["model"] = (own.annotation, marked)
+    base = model
+    if "extra" not in model.model_config:
+        # Our config models refuse unknown keys; an explicit choice of the user's stays.
+        base = cast(
+            "type[M]",
+            type(
+                model.__name__,
+                (model,),
+                {"model_config": ConfigDict(extra="forbid"), "__module__": model.__module__},
+            ),
+        )
     # Fields the user's model already declares win: presets only add what is missing.
-    return create_model(f"{model.__name__}{name}", __base__=model, **extra)
+    return create_model(f"{model.__name__}{name}", __base__=base, **extra)
 
 
 def with_ai_config(model: type[M]) -> type[M]:

@@ -141,3 +141,16 @@ def test_presets_work_as_stage_config_in_a_workflow() -> None:
     merged = wf.validate_config({"summarize": {"model": "mock:echo", "temperature": 0.2}})
     assert merged["summarize"]["temperature"] == 0.2
     assert merged["summarize"]["model"] == "mock:echo"
+
+
+def test_preset_models_forbid_unknown_keys_unless_the_user_chose() -> None:
+    from pydantic import ConfigDict
+
+    with pytest.raises(ValidationError) as err:
+        with_ai_config(Mine)(model="mock:echo", modle="x")
+    assert err.value.errors()[0]["type"] == "extra_forbidden"
+
+    class Open(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+    assert with_ai_config(Open)(model="mock:echo", more=1).model_dump()["more"] == 1
