@@ -245,7 +245,14 @@ class CallRecorder:
             # An answer we cannot describe (odd usage numbers, a prompt policy failing) still
             # leaves its row: what is known, without the texts.
             failure = f"recording the answer failed: {type(exc).__name__}: {exc}"
-            entry = self._entry(**fields, model_id=key.model_id, prompt=None, failure=failure)
+            entry = self._entry(
+                **fields,
+                model_id=key.model_id,
+                cost=cost.amount,
+                cost_source=cost.source,
+                prompt=None,
+                failure=failure,
+            )
         self.write(entry)
         return entry
 

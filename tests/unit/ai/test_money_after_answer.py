@@ -270,3 +270,33 @@ def test_an_unreadable_answer_keeps_its_tokens_and_cost(
     [row] = ledger.entries()
     assert (row.status, row.input_tokens, row.output_tokens) == ("error", 1000, 10)
     assert row.cost is not None and row.cost > 0
+
+
+def test_an_answer_that_cannot_be_described_still_leaves_its_row(
+    fake_llm: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prompt policy (or anything else building the row) failing after the answer: the row
+    is written without the texts, saying what failed, and the call returns its answer."""
+    from airflow_workflow_engine.ai import create_ai_helper
+
+    monkeypatch.setattr(
+        recorder_module,
+        "apply_prompt_policy",
+        once(recorder_module.apply_prompt_policy, "prompt policy"),
+    )
+    ledger = InMemoryLedger()
+    helper = create_ai_helper(
+        "undescribable",
+        ledger,
+        providers={
+            "openai": ProviderSettings(
+                api_key="sk-test-0123456789", base_url=fake_llm.openai_base_url
+            )
+        },
+    )
+    result = helper.generate_text(MODEL, "what is 2+2")
+    assert result.text
+    [row] = ledger.entries()
+    assert row.failure == "recording the answer failed: RuntimeError: injected prompt policy fault"
+    assert (row.status, row.prompt, row.response) == ("ok", None, None)
+    assert row.cost is not None and row.cost > 0
