@@ -174,7 +174,10 @@ _MISSING_POSTGRES_DRIVER = (
 
 
 def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken install counts as missing
+        return False
 
 
 def _postgres_driver(where: str) -> str:
