@@ -4,11 +4,14 @@ Airflow 3 hides its metadata database from task and trigger code, so the engine 
 ``wfe_`` tables through a database URL of its own, taken from (first match wins):
 
 1. the Airflow connection ``conn_id`` (default ``workflow_engine_default``, type
-   ``workflow_engine``; a ``postgres`` or ``sqlite`` connection works too);
+   ``workflow_engine``; a ``postgres`` or ``sqlite`` connection, or any PostgreSQL/SQLite
+   URL form, works too), wherever Airflow keeps it (see :func:`_get_connection`);
 2. the ``[workflow_engine] sql_alchemy_conn`` option
-   (``AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN``).
+   (``AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN``), read with the same URL rules.
 
-It normally names the same database as Airflow's metadata (the engine's tables live beside
+Nothing else: with neither, every process (tasks, triggerer, CLI, UI, ``airflow db
+migrate``) says what to set; none falls back to Airflow's own database, which tasks cannot
+reach. It normally names the same database as Airflow's metadata (the engine's tables live beside
 Airflow's); it may name another. The URL is built from the connection's parts, never from
 ``Connection.get_uri()`` (which writes ``postgres://`` and percent-encodes SQLite paths).
 
@@ -171,7 +174,10 @@ _MISSING_POSTGRES_DRIVER = (
 
 
 def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken install counts as missing
+        return False
 
 
 def _postgres_driver(where: str) -> str:

@@ -364,32 +364,28 @@ def _error_handlers(app: FastAPI, pages: _Pages) -> None:
     async def engine_error(request: Request, exc: Exception) -> Response:
         # The cause names the database (host, port, name, user): for the server log only.
         # Every logged-in user may call this API; they get what failed and an id to quote.
-        request_id = uuid.uuid4().hex[:16]
-        logger.warning(
-            "Workflow engine pages, request %s (%s %s): %s: %s",
-            request_id,
-            request.method,
-            _route_path(request),
-            type(exc).__name__,
-            " ".join(str(exc).split()),
-        )
+        cause = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        request_id = _logged(request, logging.WARNING, cause)
         return _failure(request, status.HTTP_503_SERVICE_UNAVAILABLE, _public(exc), request_id)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
+        request_id = _logged(request, logging.ERROR, "failed", exc)
+        message = "The workflow engine's pages failed to answer."
+        return _failure(request, status.HTTP_500_INTERNAL_SERVER_ERROR, message, request_id)
+
+    def _logged(request: Request, level: int, what: str, exc: Exception | None = None) -> str:
+        """Logs a failed request under a new request id; returns the id."""
         request_id = uuid.uuid4().hex[:16]
-        logger.error(
-            "Workflow engine pages, request %s (%s %s) failed",
+        where = f"{request.method} {_route_path(request)}"
+        logger.log(
+            level,
+            "Workflow engine pages, request %s (%s): %s",
             request_id,
-            request.method,
-            _route_path(request),
+            where,
+            what,
             exc_info=exc,
         )
-        return _failure(
-            request,
-            status.HTTP_500_INTERNAL_SERVER_ERROR,
-            "The workflow engine's pages failed to answer.",
-            request_id,
-        )
+        return request_id
 
     def _failure(request: Request, code: int, message: str, request_id: str) -> Response:
         detail = f"{message} Request id {request_id}: the api-server log has the details."

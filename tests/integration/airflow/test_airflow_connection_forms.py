@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.airflow.fixtures import AIRFLOW_MARKS
+from tests.integration.airflow.fixtures import AIRFLOW_MARKS, airflow_env
+
+__all__ = ["airflow_env"]  # the fixture, imported so pytest finds it in this module
 
 pytestmark = AIRFLOW_MARKS
 
@@ -202,3 +204,56 @@ def test_unusable_forms_say_what_is_wrong(
     with pytest.raises(EngineNotConfiguredError, match=message) as exc:
         WorkflowEngineHook().get_settings()
     assert "p@h" not in str(exc.value)  # no password in the message
+
+
+def test_postgres_without_a_driver_names_the_package(tmp_path: Path) -> None:
+    """Neither psycopg nor psycopg2 importable (a fresh interpreter where both are hidden):
+    the error says which package to install, whatever DB-API the URL names."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.modules['psycopg'] = sys.modules['psycopg2'] = None\n"
+        "from airflow_workflow_engine.hooks.engine import WorkflowEngineHook\n"
+        "try:\n"
+        "    WorkflowEngineHook().get_settings()\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    for url in ("postgresql+psycopg2://u:pw@h/db", "postgres://u:pw@h/db"):
+        env = {**os.environ, CONN_VAR: url}
+        env.pop(CONF_VAR, None)
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = done.stdout
+        assert "EngineNotConfiguredError" in out and "no PostgreSQL driver is installed" in out
+        assert "airflow-workflow-engine[postgres]" in out and "psycopg[binary]" in out
+        assert "pw" not in out
+
+
+def test_a_stage_task_uses_an_env_var_postgresql_psycopg_connection(
+    airflow_env: Any, pg: dict[str, Any]
+) -> None:
+    """The issue's case on real Airflow: ``AIRFLOW_CONN_WORKFLOW_ENGINE_DEFAULT=
+    postgresql+psycopg://...`` given to every Airflow process; the DAG's stage tasks run and
+    write their workflow run to that PostgreSQL database (not the option's SQLite file)."""
+    import dataclasses
+
+    from airflow_workflow_engine.kernel.status import Status
+
+    env = {**airflow_env.env, CONN_VAR: _uri("postgresql+psycopg", pg)}
+    with_pg = dataclasses.replace(airflow_env, env=env)
+    result = with_pg.run_dag("it_hand_dag.py", "it_hand", {"text": "psycopg url"})
+    assert result.state == "success", result.log[-4000:]
+    run = _stored(pg["url"], f"it_hand/{result.run_id}")
+    assert run is not None and run.status == Status.COMPLETED
+    assert airflow_env.kernel_run(result, "it_hand") is None

@@ -125,3 +125,37 @@ def test_valid_ids_with_slashes_reach_the_database(down: DownUI) -> None:
     quoted = urllib.parse.quote("manual__2026/01", safe="")
     code, body, _ = down.client.request("GET", f"/workflow-engine/api/dags/d/runs/{quoted}")
     assert code == 503 and not _leaks(body, down.port)  # valid: it reaches the database
+
+
+def test_pages_use_a_connection_stored_in_airflows_database(
+    down: DownUI, airflow_env: AirflowEnv, tmp_path: Path
+) -> None:
+    """Last in this module (the api-server keeps the reader it opens): the UI resolves the
+    engine's database like tasks and the CLI do, a ``workflow_engine_default`` made with
+    ``airflow connections add`` ahead of ``[workflow_engine] sql_alchemy_conn``."""
+    import json
+
+    from airflow_workflow_engine.hooks.engine import EngineSettings, kernel_for
+    from airflow_workflow_engine.kernel.commands import RunCreate
+    from airflow_workflow_engine.persistence.sql import migrate
+    from tests.integration.airflow import workflows as wf
+    from tests.integration.airflow.fixtures import run_airflow
+
+    stored = tmp_path / "stored.db"
+    migrate(f"sqlite:///{stored}")
+    settings = EngineSettings(sql_url=f"sqlite:///{stored}", blob_store=str(tmp_path / "b"))
+    made = kernel_for(settings, [wf.linear]).dispatch(
+        RunCreate(workflow_id="it-linear", input={"name": "stored"})
+    )
+    conn = json.dumps({"conn_type": "sqlite", "host": str(stored)})
+    added = run_airflow(
+        ["connections", "add", "workflow_engine_default", "--conn-json", conn], airflow_env.env
+    )
+    assert added.returncode == 0, added.stderr[-3000:]
+    try:
+        code, body, _ = down.client.request("GET", "/workflow-engine/api/runs")
+        assert code == 200, body
+        assert [r["workflow_run_id"] for r in body["runs"]] == [made.workflow_run_id]
+    finally:
+        removed = run_airflow(["connections", "delete", "workflow_engine_default"], airflow_env.env)
+        assert removed.returncode == 0, removed.stderr[-3000:]
