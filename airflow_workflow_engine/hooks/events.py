@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_workflow_engine.hooks.engine import EngineNotConfiguredError, _conf_get
+from airflow_workflow_engine.hooks.host import LoggingEventSink
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.commands import OutboxFlushResult
@@ -96,7 +97,7 @@ def event_max_retries() -> int:
     return value
 
 
-class PluginEventSink:
+class PluginEventSink(LoggingEventSink):
     """Logs each event (debug) and hands it to the configured plugins."""
 
     def __init__(self, plugins: Sequence[Plugin] = ()) -> None:
@@ -109,13 +110,7 @@ class PluginEventSink:
         return self.runner.plugins
 
     def publish(self, event: OutboxEvent) -> None:
-        logger.debug(
-            "event %s #%d of run %s: %s",
-            event.type,
-            event.sequence,
-            event.workflow_run_id,
-            event.payload,
-        )
+        super().publish(event)
         self.runner.publish(event)
 
 

@@ -6,7 +6,8 @@ for is a :class:`WaitSpec`:
 - ``kind="stage"``: a stage of a workflow run reaches one of ``target_statuses``;
 - ``kind="run"``: the workflow run itself does;
 - ``kind="approval"``: an ``Approval`` annotation (``approval.status`` = ``approved`` or
-  ``rejected``) is attached to the run.
+  ``rejected``) is attached to the run, and no later rerun of the stages it depended on voided
+  it (:mod:`airflow_workflow_engine.kernel.approvals`).
 
 The run is named by its id, or by the DAG run that created it: its idempotency key is
 ``"<dag_id>/<run_id>"`` (see :class:`~airflow_workflow_engine.operators.stage.StageOperator`).

@@ -78,6 +78,8 @@ def test_provider_info_matches_airflows_schema() -> None:
         "output_blob_threshold",
         "llm_conn_ids",
         "ai_run_max_cost",
+        "event_plugins",
+        "event_max_retries",
     }
     assert options["sql_alchemy_conn"]["sensitive"] is True
     assert options["ai_run_max_cost"]["type"] == "float"
