@@ -147,6 +147,7 @@ def build_dag(
     config: Mapping[str, Mapping[str, Any]] | None = None,
     conn_id: str | None = "workflow_engine_default",
     deferrable: bool = True,
+    workflow_ref: str | None = None,
     **dag_kwargs: Any,
 ) -> DAG:
     """A DAG that runs ``workflow``: one task per stage, groups in order.
@@ -157,6 +158,10 @@ def build_dag(
         ``[workflow_engine]`` config section).
     :param deferrable: whether async-batch stages wait in the triggerer (default) or poll in
         their task.
+    :param workflow_ref: import path ``"module:attribute"`` of the workflow, for the
+        triggerer of the async-batch stages. Default: found by itself (the import path when
+        the workflow is a module-level attribute of an importable module, else the DAG file
+        the DAG is built in, which the triggerer loads).
     :param dag_kwargs: anything else ``DAG`` takes (``default_args``, ``tags``, ``catchup``...);
         ``params`` and ``doc_md`` override the generated ones.
     """
@@ -198,7 +203,9 @@ def build_dag(
                     "conn_id": conn_id,
                 }
                 task: StageOperator = (
-                    AsyncBatchStageOperator(deferrable=deferrable, **common)
+                    AsyncBatchStageOperator(
+                        deferrable=deferrable, workflow_ref=workflow_ref, **common
+                    )
                     if stage.is_async_batch
                     else StageOperator(**common)
                 )

@@ -180,14 +180,14 @@ class StageOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         with engine_errors(f"Task '{self.task_id}' does not define a valid workflow"):
             workflow = self.workflow
-        self.before_stage(workflow)
+        self.before_stage(workflow, context)
         kernel = self.get_kernel()
         run_id = self.ensure_run(kernel, workflow, context)
         self.rerun_if_cleared(kernel, run_id, context)
         result = self.execute_stage(kernel, run_id, context)
         return self.handle_result(kernel, run_id, result, context)
 
-    def before_stage(self, workflow: Workflow) -> None:
+    def before_stage(self, workflow: Workflow, context: Context) -> None:
         """Checks made before anything is written (subclasses add theirs)."""
 
     def ensure_run(self, kernel: Kernel, workflow: Workflow, context: Context) -> str:
