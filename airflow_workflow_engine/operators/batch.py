@@ -105,6 +105,7 @@ class AsyncBatchStageOperator(StageOperator):
         with engine_errors(f"Task '{self.task_id}' cannot defer"):
             ref = dag_file_ref(self.dag, self.task_id, workflow.id, bundle)
         self._dag_file = ref.to_dict()
+        self.log.info("The triggerer finds workflow '%s' in %s.", workflow.id, ref.describe())
 
     def before_stage(self, workflow: Workflow, context: Context) -> None:
         if self.deferrable:
