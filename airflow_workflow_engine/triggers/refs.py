@@ -250,6 +250,8 @@ def dag_file_ref(dag: Any, task_id: str, workflow_id: str, bundle: Any = None) -
 
 #: Parsed DAG files: (absolute path, bundle name, version) -> (mtime_ns, {dag_id: DAG}).
 _parsed: dict[tuple[str, str | None, str | None], tuple[int, dict[str, Any]]] = {}
+#: Parsed files kept (a versioned bundle adds one per version): the oldest go first.
+_MAX_PARSED = 64
 _parse_lock = threading.Lock()
 
 
@@ -303,6 +305,9 @@ def _parse_dag_file(ref: DagFileRef) -> dict[str, Any]:
                 f"Cannot find workflow '{ref.workflow_id}': {ref.describe()} does not load: "
                 f"{errors}"
             )
+        _parsed.pop(key, None)
+        while len(_parsed) >= _MAX_PARSED:
+            _parsed.pop(next(iter(_parsed)))
         _parsed[key] = (mtime, dict(bag.dags))
         return _parsed[key][1]
 
