@@ -187,3 +187,24 @@ def test_bad_arguments_are_named() -> None:
             WorkflowTaskGroup(workflow="e2e-documents", group_id="x")  # type: ignore[arg-type]
         with pytest.raises(WorkflowDefinitionError, match=r"WorkflowTaskGroup 'y'.*nope"):
             WorkflowTaskGroup(workflow=wf.documents, group_id="y", config={"nope": {}})
+
+
+def test_ledger_labels_of_a_group_run_name_the_dag_run(engine_url: str) -> None:
+    """In the triggerer (no task context) AI calls are labelled from the run key: a group's
+    run ``dag/run/group`` is DAG run ``run``, not ``run/group``."""
+    from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
+    from airflow_workflow_engine.hooks.llm import AirflowAIFactory
+    from airflow_workflow_engine.kernel.commands import RunCreate
+    from tests.e2e.dags import e2e_workflows as wf
+
+    kernel = WorkflowEngineHook(conn_id=None).get_kernel(wf.documents)
+    created = kernel.dispatch(
+        RunCreate(
+            workflow_id="e2e-documents",
+            input={"title": "t", "text": "x"},
+            idempotency_key="t_labels/r1/docs",
+        )
+    )
+    factory = AirflowAIFactory(ledger=None, persistence=kernel.persistence)  # type: ignore[arg-type]
+    labels = factory._labels_of_run(created.workflow_run_id)
+    assert (labels.dag_id, labels.dag_run_id) == ("t_labels", "r1")
