@@ -208,3 +208,28 @@ def test_ledger_labels_of_a_group_run_name_the_dag_run(engine_url: str) -> None:
     factory = AirflowAIFactory(ledger=None, persistence=kernel.persistence)  # type: ignore[arg-type]
     labels = factory._labels_of_run(created.workflow_run_id)
     assert (labels.dag_id, labels.dag_run_id) == ("t_labels", "r1")
+
+
+def test_cli_rerun_names_a_group_stage_by_its_task_id() -> None:
+    """``--from-stage`` takes a bare stage id when one task runs it, and the group-prefixed
+    task id otherwise; an ambiguous stage id names the task ids to pass."""
+    from airflow_workflow_engine.cli._common import CommandError
+    from airflow_workflow_engine.cli.rerun import _Dag
+
+    dags = object.__new__(_Dag)
+    dags.dag_id = "d"
+    dags._parsed = {
+        "a.embed": ("a", "embed"),
+        "b.embed": ("b", "embed"),
+        "a.intake": ("a", "intake"),
+        "solo": (None, "solo"),
+    }
+    dag: Any = SimpleNamespace(has_task=lambda task_id: True)
+    assert dags.task_of_stage(dag, "b.embed") == "b.embed"
+    assert dags.group_of("b.embed") == "b"
+    assert dags.task_of_stage(dag, "intake") == "a.intake"
+    assert dags.task_of_stage(dag, "solo") == "solo" and dags.group_of("solo") is None
+    assert dags.task_of_stage(dag, "nope") is None
+    ambiguous = r"stage 'embed' is in more than one .*a\.embed, b\.embed"
+    with pytest.raises(CommandError, match=ambiguous):
+        dags.task_of_stage(dag, "embed")
