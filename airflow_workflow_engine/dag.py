@@ -43,7 +43,13 @@ if TYPE_CHECKING:
     from airflow_workflow_engine.definitions.workflow import Workflow
     from airflow_workflow_engine.operators.stage import StageOperator
 
-__all__ = ["build_dag", "dag_policy", "params_from_model", "workflow_from_dag"]
+__all__ = [
+    "add_stage_tasks",
+    "build_dag",
+    "dag_policy",
+    "params_from_model",
+    "workflow_from_dag",
+]
 
 _OPERATORS_MODULE = "airflow_workflow_engine.operators"
 
@@ -147,6 +153,7 @@ def build_dag(
     config: Mapping[str, Mapping[str, Any]] | None = None,
     conn_id: str | None = "workflow_engine_default",
     deferrable: bool = True,
+    workflow_ref: str | None = None,
     **dag_kwargs: Any,
 ) -> DAG:
     """A DAG that runs ``workflow``: one task per stage, groups in order.
@@ -157,19 +164,15 @@ def build_dag(
         ``[workflow_engine]`` config section).
     :param deferrable: whether async-batch stages wait in the triggerer (default) or poll in
         their task.
+    :param workflow_ref: import path ``"module:attribute"`` of the workflow, for the
+        triggerer of the async-batch stages. Default: found by itself (the import path when
+        the workflow is a module-level attribute of an importable module, else the DAG file
+        the DAG is built in, which the triggerer loads).
     :param dag_kwargs: anything else ``DAG`` takes (``default_args``, ``tags``, ``catchup``...);
         ``params`` and ``doc_md`` override the generated ones.
     """
-    from airflow_workflow_engine.operators.batch import AsyncBatchStageOperator
-    from airflow_workflow_engine.operators.stage import StageOperator
-
     config = dict(config or {})
-    unknown = sorted(set(config) - set(workflow.stage_ids()))
-    if unknown:
-        raise WorkflowDefinitionError(
-            f"build_dag: config for unknown stage(s) {', '.join(unknown)} of workflow "
-            f"'{workflow.id}'; stages are {', '.join(workflow.stage_ids())}."
-        )
+    _check_config_stages("build_dag", workflow, config)
     if schedule is not None and "params" not in dag_kwargs:
         missing = _required_without_default(workflow.input)
         if missing:
@@ -187,27 +190,63 @@ def build_dag(
     with DAG(
         dag_id=dag_id or workflow.id, schedule=schedule, start_date=start_date, **dag_kwargs
     ) as dag:
-        previous: list[StageOperator] = []
-        for group in workflow.execution_plan():
-            current: list[StageOperator] = []
-            for stage in group:
-                common: dict[str, Any] = {
-                    "stage": stage,
-                    "workflow": workflow,
-                    "config": config.get(stage.id),
-                    "conn_id": conn_id,
-                }
-                task: StageOperator = (
-                    AsyncBatchStageOperator(deferrable=deferrable, **common)
-                    if stage.is_async_batch
-                    else StageOperator(**common)
-                )
-                current.append(task)
-            for upstream in previous:
-                upstream.set_downstream(current)
-            previous = current
+        add_stage_tasks(
+            workflow,
+            config=config,
+            conn_id=conn_id,
+            deferrable=deferrable,
+            workflow_ref=workflow_ref,
+        )
     dag.fileloc = _caller_file()
     return dag
+
+
+def _check_config_stages(
+    what: str, workflow: Workflow, config: Mapping[str, Mapping[str, Any]]
+) -> None:
+    unknown = sorted(set(config) - set(workflow.stage_ids()))
+    if unknown:
+        raise WorkflowDefinitionError(
+            f"{what}: config for unknown stage(s) {', '.join(unknown)} of workflow "
+            f"'{workflow.id}'; stages are {', '.join(workflow.stage_ids())}."
+        )
+
+
+def add_stage_tasks(
+    workflow: Workflow,
+    *,
+    config: Mapping[str, Mapping[str, Any]],
+    conn_id: str | None,
+    deferrable: bool,
+    workflow_ref: str | None,
+) -> tuple[list[StageOperator], list[StageOperator]]:
+    """One task per stage of ``workflow`` in the current DAG (and task group), groups
+    chained; returns the first group's and the last group's tasks."""
+    from airflow_workflow_engine.operators.batch import AsyncBatchStageOperator
+    from airflow_workflow_engine.operators.stage import StageOperator
+
+    first: list[StageOperator] = []
+    previous: list[StageOperator] = []
+    for group in workflow.execution_plan():
+        current: list[StageOperator] = []
+        for stage in group:
+            common: dict[str, Any] = {
+                "stage": stage,
+                "workflow": workflow,
+                "config": config.get(stage.id),
+                "conn_id": conn_id,
+            }
+            task: StageOperator = (
+                AsyncBatchStageOperator(deferrable=deferrable, workflow_ref=workflow_ref, **common)
+                if stage.is_async_batch
+                else StageOperator(**common)
+            )
+            current.append(task)
+        for upstream in previous:
+            upstream.set_downstream(current)
+        first = first or current
+        previous = current
+    return first, previous
 
 
 def _caller_file() -> str:
@@ -236,7 +275,8 @@ def _stage_tasks(dag: Any) -> list[StageOperator]:
         return []
     from airflow_workflow_engine.operators.stage import StageOperator
 
-    return [t for t in dag.tasks if isinstance(t, StageOperator)]
+    # The stage tasks of a WorkflowTaskGroup run that group's own workflow.
+    return [t for t in dag.tasks if isinstance(t, StageOperator) and t.workflow_group is None]
 
 
 def _fingerprint(dag: Any) -> tuple[Any, ...]:

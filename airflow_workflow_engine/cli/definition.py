@@ -68,7 +68,8 @@ def get_workflow_engine_cli_commands() -> list[CLICommand]:
         "--from-stage",
         required=True,
         metavar="STAGE",
-        help="Stage id to rerun from (the stage of a StageOperator task of the DAG)",
+        help="Stage id to rerun from (the stage of a StageOperator task of the DAG); "
+        "<group_id>.<stage_id> for a stage of a WorkflowTaskGroup",
     )
     dag_id = arg("dag_id", metavar="DAG_ID", help="The DAG id")
     opt_dag_id = arg("dag_id", metavar="DAG_ID", nargs="?", help="The DAG id")

@@ -1,9 +1,11 @@
 """``airflow workflow-engine rerun`` and ``backfill-rerun``: rerun DAG runs from a stage.
 
 A rerun is an Airflow *clear*: the task of the stage (the ``StageOperator`` task whose
-``stage.id`` is the stage) and, unless ``--only``, every task downstream of it are cleared in
-the DAG run, and a finished DAG run goes back to ``queued``, as ``airflow tasks clear`` and the
-UI's "Clear task, downstream" do (``SerializedDAG.clear`` with the run's id, which calls
+``stage.id`` is the stage; in a DAG with ``WorkflowTaskGroup`` s, ``--from-stage`` may name the
+group-prefixed task id ``<group_id>.<stage_id>``, and must when two groups have the stage)
+and, unless ``--only``, every task downstream of it are cleared in the DAG run, and a finished
+DAG run goes back to ``queued``, as ``airflow tasks clear`` and the UI's "Clear task,
+downstream" do (``SerializedDAG.clear`` with the run's id, which calls
 ``clear_task_instances``). Nothing is written to the engine here: when the scheduler runs a
 cleared stage task again, its operator sees that it was cleared and reruns the stage in the
 kernel (``run.rerunStages``).
@@ -114,7 +116,7 @@ class _Dag:
             where = f"Known DAGs: {_names(known)}." if known else "Airflow knows no DAG yet."
             raise CommandError(f"DAG '{dag_id}' is not in Airflow's database. {where}")
         self.latest: SerializedDAG = latest
-        self._parsed: dict[str, str] | None = _parsed_stage_ids(latest)
+        self._parsed: dict[str, tuple[str | None, str]] | None = _parsed_stage_ids(latest)
 
     @property
     def exact(self) -> bool:
@@ -129,18 +131,35 @@ class _Dag:
     def stages(self, dag: SerializedDAG) -> dict[str, str]:
         """``{task_id: stage id}`` of the stage tasks of a version of the DAG."""
         if self._parsed is not None:
-            return {t: s for t, s in self._parsed.items() if dag.has_task(t)}
+            return {t: s for t, (_, s) in self._parsed.items() if dag.has_task(t)}
         from airflow_workflow_engine.plugins.listeners import is_stage_task
 
         return {t.task_id: t.task_id for t in dag.tasks if is_stage_task(SimpleNamespace(task=t))}
 
+    def group_of(self, task_id: str) -> str | None:
+        """The ``WorkflowTaskGroup`` of a stage task (``None``: the DAG's own workflow)."""
+        return (self._parsed or {}).get(task_id, (None, ""))[0]
+
     def task_of_stage(self, dag: SerializedDAG, stage_id: str) -> str | None:
-        return next((t for t, sid in self.stages(dag).items() if sid == stage_id), None)
+        """The task of a stage id, or of a group-prefixed task id ``<group_id>.<stage_id>``."""
+        stages = self.stages(dag)
+        if stage_id in stages and self.group_of(stage_id) is not None:
+            return stage_id
+        matches = [t for t, sid in stages.items() if sid == stage_id]
+        if len(matches) > 1:
+            raise CommandError(
+                f"DAG '{self.dag_id}': stage '{stage_id}' is in more than one workflow task "
+                f"group ({_names(sorted(matches))}); pass one of these task ids to --from-stage."
+            )
+        return matches[0] if matches else None
+
+    def _label(self, task_id: str, stage_id: str) -> str:
+        return stage_id if self.group_of(task_id) is None else task_id
 
     def unknown_stage(self, stage_id: str) -> CommandError:
         order = _topological(self.latest)
         tasks = sorted(self.stages(self.latest).items(), key=lambda item: order.get(item[0], 0))
-        stages = list(dict.fromkeys(stage for _, stage in tasks))
+        stages = list(dict.fromkeys(self._label(t, stage) for t, stage in tasks))
         known = f"Its stages: {_names(stages)}." if stages else "It has no stage tasks."
         return CommandError(f"DAG '{self.dag_id}' has no stage '{stage_id}'. {known}")
 
@@ -165,9 +184,10 @@ def _get_dag_run(session: Session, dag_id: str, run_id: str) -> DagRun:
     raise CommandError(f"DAG '{dag_id}' has no DAG run '{run_id}'. {where}")
 
 
-def _parsed_stage_ids(dag: SerializedDAG) -> dict[str, str] | None:
-    """``{task_id: stage id}`` of the stage tasks, from the DAG file (the serialized DAG does
-    not keep the operators' stages); ``None`` when the file cannot be read here."""
+def _parsed_stage_ids(dag: SerializedDAG) -> dict[str, tuple[str | None, str]] | None:
+    """``{task_id: (workflow group, stage id)}`` of the stage tasks, from the DAG file (the
+    serialized DAG keeps neither the operators' stages nor the groups' kinds); ``None`` when
+    the file cannot be read here."""
     from airflow.dag_processing.dagbag import DagBag
 
     from airflow_workflow_engine.operators.stage import StageOperator
@@ -182,7 +202,11 @@ def _parsed_stage_ids(dag: SerializedDAG) -> dict[str, str] | None:
     parsed = bag.dags.get(dag.dag_id)
     if parsed is None:
         return None
-    return {t.task_id: t.stage.id for t in parsed.tasks if isinstance(t, StageOperator)}
+    return {
+        t.task_id: (t.workflow_group, t.stage.id)
+        for t in parsed.tasks
+        if isinstance(t, StageOperator)
+    }
 
 
 def _topological(dag: SerializedDAG) -> dict[str, int]:
@@ -212,12 +236,13 @@ def _task_ids_to_clear(
 
 
 def _engine_rows(
-    store: SqlPersistence, dag_id: str, run_id: str
+    store: SqlPersistence, dag_id: str, run_id: str, group: str | None = None
 ) -> tuple[RunRecord | None, dict[str, StageRecord]]:
-    """The workflow run of a DAG run and its stage rows (none before a stage task ran)."""
+    """The workflow run of a DAG run (of its workflow task group ``group``) and its stage
+    rows (none before a stage task ran)."""
     from airflow_workflow_engine.triggers.kernel_state import find_run_by_key, run_key
 
-    run = find_run_by_key(store, run_key(dag_id, run_id))
+    run = find_run_by_key(store, run_key(dag_id, run_id, group))
     if run is None:
         return None, {}
     return run, {s.stage_id: s for s in store.list_stages(run.id, resolve_outputs=False)}
@@ -243,11 +268,13 @@ def _plan_run(
         return plan
     plan.task_ids = _task_ids_to_clear(session, dag, dag_run.run_id, task_id, only)
     tis = dag.clear(task_ids=plan.task_ids, run_id=dag_run.run_id, dry_run=True, session=session)
-    plan.workflow_run, stage_rows = _engine_rows(store, dags.dag_id, dag_run.run_id)
+    group = dags.group_of(task_id)
+    plan.workflow_run, stage_rows = _engine_rows(store, dags.dag_id, dag_run.run_id, group)
     mapping = dags.stages(dag)
     order = _topological(dag)
     for ti in sorted(tis, key=lambda t: (order.get(t.task_id, len(order)), t.map_index)):
         sid = mapping.get(ti.task_id)
+        same_run = sid is not None and dags.group_of(ti.task_id) == group
         plan.tasks.append(
             TaskLine(
                 task_id=ti.task_id,
@@ -255,7 +282,7 @@ def _plan_run(
                 state=None if ti.state is None else str(ti.state),
                 try_number=int(ti.try_number or 0),
                 stage_id=sid,
-                stage=stage_rows.get(sid) if sid else None,
+                stage=stage_rows.get(sid) if sid and same_run else None,
             )
         )
     return plan

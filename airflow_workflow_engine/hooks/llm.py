@@ -421,8 +421,8 @@ class AirflowAIFactory:
         return known_model_providers(self._lookup)
 
     def _labels_of_run(self, workflow_run_id: str) -> TaskLabels:
-        """The DAG id and DAG run id in the run's idempotency key ``"<dag_id>/<run_id>"``
-        (the triggerer has no task context)."""
+        """The DAG id and DAG run id in the run's idempotency key ``"<dag_id>/<run_id>"`` or
+        ``"<dag_id>/<run_id>/<group_id>"`` (the triggerer has no task context)."""
         if self._persistence is None:
             return TaskLabels()
         try:
@@ -431,7 +431,8 @@ class AirflowAIFactory:
             logger.debug("cannot read run %s for its DAG id", workflow_run_id, exc_info=True)
             return TaskLabels()
         key = getattr(run, "idempotency_key", None) or ""
-        dag_id, sep, run_id = key.partition("/")
+        dag_id, sep, rest = key.partition("/")
+        run_id = rest.partition("/")[0]  # a WorkflowTaskGroup's run: drop the group id
         return TaskLabels(dag_id, run_id) if sep and dag_id and run_id else TaskLabels()
 
     def factory_for(self, ctx: StageContext[Any, Any]) -> AIFactory:

@@ -11,7 +11,8 @@ Nothing is submitted twice: a retry, a clear or a triggerer restart finds the st
 in the kernel, which answers ``job.execute`` with the stored suspension (``replayed``)
 instead of running ``execute`` again, and the task simply waits again.
 
-The triggerer has to import the workflow: see :mod:`airflow_workflow_engine.triggers.refs`.
+The triggerer has to find the workflow (by import path or from the DAG file): see
+:mod:`airflow_workflow_engine.triggers.refs`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_workflow_engine.errors import WorkflowDefinitionError
 from airflow_workflow_engine.operators.stage import StageOperator, engine_errors
 
 if TYPE_CHECKING:
@@ -46,8 +46,10 @@ class AsyncBatchStageOperator(StageOperator):
     :param poll_interval: longest wait between polls in seconds; default: the interval the
         stage's ``Suspended`` asked for.
     :param workflow_ref: import path ``"module:attribute"`` of the workflow (or of the DAG
-        it is derived from) for the triggerer; found automatically when the workflow is a
-        module-level attribute of an importable module.
+        it is derived from) for the triggerer: an explicit override. Without it the triggerer
+        imports the workflow when it is a module-level attribute of an importable module, and
+        otherwise loads the DAG file the task came from (see
+        :mod:`airflow_workflow_engine.triggers.refs`).
     """
 
     template_fields: Sequence[str] = ("config",)
@@ -72,9 +74,7 @@ class AsyncBatchStageOperator(StageOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.workflow_ref = workflow_ref
-        if deferrable and workflow_ref is None and self._workflow is not None:
-            # Fail at parse time, not after the batch job was submitted.
-            self._ref_or_error(self._workflow, None, WorkflowDefinitionError)
+        self._dag_file: dict[str, str | None] | None = None
 
     def _accepts_async_batch(self) -> bool:
         return True
@@ -86,33 +86,30 @@ class AsyncBatchStageOperator(StageOperator):
         rec = kernel.persistence.get_stage(run_id, self.stage.id)
         return float(rec.poll_interval) if rec and rec.poll_interval else _DEFAULT_POLL_INTERVAL
 
-    def _ref_or_error(self, workflow: Workflow, dag: Any, error: type[Exception]) -> str:
-        from airflow_workflow_engine.triggers.refs import import_path_of
-
-        ref = import_path_of(workflow, dag)
-        if ref is None:
-            raise error(
-                f"Task '{self.task_id}' cannot defer: the triggerer must import workflow "
-                f"'{workflow.id}', but it is not a module-level attribute of an importable module "
-                "(it is defined in a DAG file or inside a function). Define it in a module the "
-                "workers and the triggerer can import (your package, or a module on their "
-                "PYTHONPATH) and pass workflow=, or pass workflow_ref='package.module:attribute', "
-                "or deferrable=False."
-            )
-        return ref
-
-    def resolve_workflow_ref(self) -> str:
-        """The import path the triggerer loads the workflow from."""
+    def resolve_workflow_ref(self) -> str | None:
+        """The import path the triggerer loads the workflow from (``None``: the DAG file)."""
         if self.workflow_ref:
             return self.workflow_ref
-        derived = self._workflow is None
-        return self._ref_or_error(
-            self.workflow, self.dag if derived else None, AirflowFailException
-        )
+        from airflow_workflow_engine.triggers.refs import import_path_of
 
-    def before_stage(self, workflow: Workflow) -> None:
+        return import_path_of(self.workflow, self.dag if self._workflow is None else None)
+
+    def _resolve_source(self, workflow: Workflow, context: Context) -> None:
+        """Where the triggerer finds the workflow: the import path, else the DAG file."""
+        self.workflow_ref = self.resolve_workflow_ref()
+        if self.workflow_ref is not None:
+            return
+        from airflow_workflow_engine.triggers.refs import dag_file_ref
+
+        bundle = getattr(context.get("ti"), "bundle_instance", None)
+        with engine_errors(f"Task '{self.task_id}' cannot defer"):
+            ref = dag_file_ref(self.dag, self.task_id, workflow.id, bundle)
+        self._dag_file = ref.to_dict()
+        self.log.info("The triggerer finds workflow '%s' in %s.", workflow.id, ref.describe())
+
+    def before_stage(self, workflow: Workflow, context: Context) -> None:
         if self.deferrable:
-            self.workflow_ref = self.resolve_workflow_ref()  # before the batch is submitted
+            self._resolve_source(workflow, context)  # before the batch is submitted
 
     def on_suspended(
         self, kernel: Kernel, run_id: str, result: JobExecuteResult, context: Context
@@ -123,6 +120,8 @@ class AsyncBatchStageOperator(StageOperator):
             return self._wait_in_task(kernel, run_id, interval, context)
         from airflow_workflow_engine.triggers.suspended import SuspendedStageTrigger
 
+        if self.workflow_ref is None and self._dag_file is None:
+            self._resolve_source(self.workflow, context)  # a re-queued execute after a resume
         self.log.info(
             "Stage '%s' is waiting for its batch job; deferring (poll every %.1fs)",
             self.stage.id,
@@ -132,7 +131,8 @@ class AsyncBatchStageOperator(StageOperator):
             trigger=SuspendedStageTrigger(
                 workflow_run_id=run_id,
                 stage_id=self.stage.id,
-                workflow_ref=self.resolve_workflow_ref(),
+                workflow_ref=self.workflow_ref,
+                dag_file=self._dag_file,
                 dag_id=self.dag_id,
                 task_id=self.task_id,
                 poll_interval=interval,

@@ -3,9 +3,11 @@
 On ``execute`` the operator
 
 1. creates the workflow run of this DAG run if it does not exist yet: ``run.create`` with the
-   idempotency key ``"<dag_id>/<run_id>"``, the DAG run's ``conf`` (merged over the DAG's params
-   that are fields of the input model) as input and every stage task's ``config``; bad input or
-   config fails the task with the validation message, naming the field, and writes nothing;
+   idempotency key ``"<dag_id>/<run_id>"`` (``"<dag_id>/<run_id>/<group_id>"`` for a stage
+   task of a :class:`~airflow_workflow_engine.task_group.WorkflowTaskGroup`), the DAG run's
+   ``conf`` (merged over the DAG's params that are fields of the input model) as input and
+   every stage task's ``config``; bad input or config fails the task with the validation
+   message, naming the field, and writes nothing;
 2. starts the run (``run.claimPending``), a no-op when another stage task already did;
 3. dispatches ``job.execute`` with ``attempt`` = the task's try number and ``max_attempts`` =
    its tries (``retries + 1``), so Airflow's retries are the stage's attempts;
@@ -184,6 +186,25 @@ class StageOperator(BaseOperator):
 
     # -- workflow and kernel --------------------------------------------------------------
     @property
+    def workflow_group(self) -> str | None:
+        """The group id of the enclosing ``WorkflowTaskGroup``, or ``None``."""
+        group = getattr(self, "task_group", None)
+        while group is not None:
+            if getattr(group, "is_workflow_group", False):
+                return str(group.group_id)
+            group = getattr(group, "parent_group", None)
+        return None
+
+    def _same_workflow_tasks(self) -> list[StageOperator]:
+        """The stage tasks of this DAG that run the same workflow run as this one."""
+        if not self.has_dag():  # type: ignore[no-untyped-call]
+            return [self]
+        group = self.workflow_group
+        return [
+            t for t in self.dag.tasks if isinstance(t, StageOperator) and t.workflow_group == group
+        ]
+
+    @property
     def workflow(self) -> Workflow:
         """The workflow: the one given, or the one derived from the DAG's stage tasks."""
         if self._workflow is not None:
@@ -204,22 +225,23 @@ class StageOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         with engine_errors(f"Task '{self.task_id}' does not define a valid workflow"):
             workflow = self.workflow
-        self.before_stage(workflow)
+        self.before_stage(workflow, context)
         kernel = self.get_kernel()
         run_id = self.ensure_run(kernel, workflow, context)
         self.rerun_if_cleared(kernel, run_id, context)
         result = self.execute_stage(kernel, run_id, context)
         return self.handle_result(kernel, run_id, result, context)
 
-    def before_stage(self, workflow: Workflow) -> None:
+    def before_stage(self, workflow: Workflow, context: Context) -> None:
         """Checks made before anything is written (subclasses add theirs)."""
 
     def ensure_run(self, kernel: Kernel, workflow: Workflow, context: Context) -> str:
         """Creates (once per DAG run) and starts the workflow run; returns its id."""
         from airflow_workflow_engine.kernel.commands import RunClaimPending, RunCreate
+        from airflow_workflow_engine.triggers.kernel_state import run_key
 
         dag_run = context["dag_run"]
-        key = f"{self.dag_id}/{dag_run.run_id}"
+        key = run_key(self.dag_id, dag_run.run_id, self.workflow_group)
         command = RunCreate(
             workflow_id=workflow.id,
             input=self._run_input(workflow, context),
@@ -277,8 +299,8 @@ class StageOperator(BaseOperator):
     def _run_config(self, workflow: Workflow, context: Context) -> dict[str, Any]:
         """Every stage task's config (rendered), keyed by stage id."""
         config: dict[str, Any] = {}
-        for task in self.dag.tasks if self.has_dag() else [self]:  # type: ignore[no-untyped-call]
-            if not isinstance(task, StageOperator) or task.config is None:
+        for task in self._same_workflow_tasks():
+            if task.config is None:
                 continue
             if task.stage.id not in workflow.stage_ids():
                 continue
@@ -304,6 +326,8 @@ class StageOperator(BaseOperator):
         user = getattr(dag_run, "triggering_user_name", None)
         if user:
             attributes[str(Trigger.user)] = user
+        if self.workflow_group:
+            attributes["trigger.task_group"] = self.workflow_group
         return AnnotationSpec(actor=Actor(kind="system", id="airflow"), attributes=attributes)
 
     # -- clear = rerun -------------------------------------------------------------------
@@ -354,9 +378,7 @@ class StageOperator(BaseOperator):
         if not self.has_dag():  # type: ignore[no-untyped-call]
             return []
         tasks = {
-            t.task_id: t.stage.id
-            for t in self.dag.tasks
-            if isinstance(t, StageOperator) and t.task_id != self.task_id
+            t.task_id: t.stage.id for t in self._same_workflow_tasks() if t.task_id != self.task_id
         }
         if not tasks:
             return []

@@ -23,14 +23,19 @@ if TYPE_CHECKING:
 __all__ = ["WorkflowRunLink", "workflow_run_url"]
 
 
-def workflow_run_url(dag_id: str, run_id: str, base_url: str | None = None) -> str:
+def workflow_run_url(
+    dag_id: str, run_id: str, base_url: str | None = None, workflow_group: str | None = None
+) -> str:
     """``<[api] base_url>/workflow-engine/dags/<dag_id>/runs/<run_id>`` (path segments
-    percent-encoded); a path from the root when ``base_url`` is not set."""
+    percent-encoded; ``/<group_id>`` appended for a ``WorkflowTaskGroup``'s run); a path from
+    the root when ``base_url`` is not set."""
     if base_url is None:
         from airflow.sdk import conf
 
         base_url = conf.get("api", "base_url", fallback="") or ""
     path = f"{URL_PREFIX}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe=':+@')}"
+    if workflow_group:
+        path += "/" + quote(workflow_group, safe="")
     return base_url.rstrip("/") + path
 
 
@@ -41,5 +46,5 @@ class WorkflowRunLink(BaseOperatorLink):
     name = "Workflow run"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        del operator
-        return workflow_run_url(ti_key.dag_id, ti_key.run_id)
+        group = getattr(operator, "workflow_group", None)
+        return workflow_run_url(ti_key.dag_id, ti_key.run_id, workflow_group=group)

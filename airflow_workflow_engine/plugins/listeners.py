@@ -98,7 +98,7 @@ def mirror_task_failed(
     reason = f"Airflow task '{task_id}' of DAG run {dag_id}/{run_id} " + (
         detail or "was marked failed"
     )
-    return _cancel(dag_id, run_id, reason, conn_id)
+    return _cancel(dag_id, run_id, reason, conn_id, task_id=task_id)
 
 
 _warned: set[str] = set()
@@ -118,13 +118,44 @@ def _rejection(kernel: Any, workflow_run_id: str) -> str | None:
     return None if decision is None or decision.approved else decision.describe()
 
 
+def _runs_to_cancel(persistence: Any, dag_id: str, run_id: str, task_id: str | None) -> list[Any]:
+    """The workflow runs a failure cancels: a stage task's own (its ``WorkflowTaskGroup``'s,
+    by the group prefixes of its task id, or the DAG's); for a DAG run, every one it created
+    (the DAG's and one per workflow task group)."""
+    from airflow_workflow_engine.triggers.kernel_state import (
+        find_run_by_key,
+        run_key,
+        run_key_candidates,
+    )
+
+    if task_id is not None:
+        for key in run_key_candidates(dag_id, run_id, task_id):
+            run = find_run_by_key(persistence, key)
+            if run is not None:
+                return [run]
+        return []
+    runs = [r for r in [find_run_by_key(persistence, run_key(dag_id, run_id))] if r is not None]
+    from airflow_workflow_engine.persistence.sql import SqlPersistence
+
+    if isinstance(persistence, SqlPersistence):
+        from airflow_workflow_engine.plugins.ui.queries import newest_runs
+
+        # Keys "<dag_id>/<run_id>/<group_id>": the "DAG id" filter matches a key prefix.
+        runs += newest_runs(persistence, dag_id=run_key(dag_id, run_id), limit=1000)
+    return runs
+
+
 def _cancel(
-    dag_id: str, run_id: str, reason: str, conn_id: str | None, *, rejection_first: bool = False
+    dag_id: str,
+    run_id: str,
+    reason: str,
+    conn_id: str | None,
+    *,
+    task_id: str | None = None,
+    rejection_first: bool = False,
 ) -> MirrorResult:
     from airflow_workflow_engine.errors import MigrationsNotAppliedError
     from airflow_workflow_engine.hooks.engine import EngineNotConfiguredError, WorkflowEngineHook
-    from airflow_workflow_engine.kernel.commands import RunCancel
-    from airflow_workflow_engine.triggers.kernel_state import find_run_by_key, run_key
 
     try:
         kernel = WorkflowEngineHook(conn_id=conn_id).get_kernel()
@@ -137,12 +168,20 @@ def _cancel(
         )
         return MirrorResult("not_configured", reason=reason)
     try:
-        run = find_run_by_key(kernel.persistence, run_key(dag_id, run_id))
+        runs = _runs_to_cancel(kernel.persistence, dag_id, run_id, task_id)
     except MigrationsNotAppliedError as exc:
         _warn_once("not-migrated", "Airflow failures are not mirrored: %s", exc)
         return MirrorResult("not_configured", reason=reason)
-    if run is None:
+    if not runs:
         return MirrorResult("no_workflow_run", reason=reason)
+    results = [_cancel_run(kernel, run, reason, rejection_first) for run in runs]
+    # One result: the first run cancelled, else the first run's (the DAG's own run first).
+    return next((r for r in results if r.action == "cancelled"), results[0])
+
+
+def _cancel_run(kernel: Any, run: Any, reason: str, rejection_first: bool) -> MirrorResult:
+    from airflow_workflow_engine.kernel.commands import RunCancel
+
     if run.status.is_terminal:  # e.g. ApprovalSensor recorded its rejection: keep that error
         return MirrorResult("already_final", run.id, run.status.value, reason)
     rejected = _rejection(kernel, run.id) if rejection_first else None

@@ -68,13 +68,21 @@ class WorkflowStateSensor(BaseSensorOperator):
     :param external_dag_id: the DAG whose DAG run created the workflow run (templated);
         default: this task's DAG. Ignored with ``workflow_run_id``.
     :param external_run_id: that DAG run's run id (templated); default: this DAG run's id.
+    :param workflow_group: the group id of the ``WorkflowTaskGroup`` whose workflow run it is
+        (templated), for a DAG with workflow task groups; default: none (the DAG's own stage
+        tasks).
     :param deferrable: wait in the triggerer (default); ``False`` pokes from the task.
     :param conn_id: the ``workflow_engine`` connection (see ``WorkflowEngineHook``).
     :param kwargs: ``BaseSensorOperator`` arguments: ``poke_interval`` (also the trigger's
         interval), ``timeout``, ``soft_fail``, ``mode`` (for ``deferrable=False``)...
     """
 
-    template_fields: Sequence[str] = ("workflow_run_id", "external_dag_id", "external_run_id")
+    template_fields: Sequence[str] = (
+        "workflow_run_id",
+        "external_dag_id",
+        "external_run_id",
+        "workflow_group",
+    )
     ui_color = "#dff1e6"
     #: What the sensor waits for (set by subclasses).
     wait_kind: ClassVar[WaitKind] = "run"
@@ -85,6 +93,7 @@ class WorkflowStateSensor(BaseSensorOperator):
         workflow_run_id: str | None = None,
         external_dag_id: str | None = None,
         external_run_id: str | None = None,
+        workflow_group: str | None = None,
         deferrable: bool = True,
         conn_id: str | None = DEFAULT_CONN_ID,
         **kwargs: Any,
@@ -98,6 +107,7 @@ class WorkflowStateSensor(BaseSensorOperator):
         self.workflow_run_id = workflow_run_id
         self.external_dag_id = external_dag_id
         self.external_run_id = external_run_id
+        self.workflow_group = workflow_group
         self.deferrable = deferrable
         self.conn_id = conn_id
 
@@ -127,7 +137,10 @@ class WorkflowStateSensor(BaseSensorOperator):
             return WaitSpec(kind=self.wait_kind, workflow_run_id=run_id, **options)
         dag_id = _blank(self.external_dag_id) or self.dag_id
         dag_run_id = _blank(self.external_run_id) or str(context["dag_run"].run_id)
-        return WaitSpec(kind=self.wait_kind, dag_id=dag_id, run_id=dag_run_id, **options)
+        group = _blank(self.workflow_group)
+        return WaitSpec(
+            kind=self.wait_kind, dag_id=dag_id, run_id=dag_run_id, workflow_group=group, **options
+        )
 
     # -- checking -------------------------------------------------------------------------
     @cached_property

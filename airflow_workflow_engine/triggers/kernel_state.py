@@ -58,6 +58,8 @@ __all__ = [
     "WaitSpec",
     "check",
     "find_run_by_key",
+    "run_key_candidates",
+    "split_run_key",
     "run_key",
 ]
 
@@ -80,9 +82,31 @@ DEFAULT_TARGETS: tuple[str, ...] = ("COMPLETED",)
 DEFAULT_FAILED: tuple[str, ...] = ("FAILED", "CANCELLED")
 
 
-def run_key(dag_id: str, run_id: str) -> str:
-    """The idempotency key of the workflow run a DAG run creates (``run.create``)."""
-    return f"{dag_id}/{run_id}"
+def run_key(dag_id: str, run_id: str, workflow_group: str | None = None) -> str:
+    """The idempotency key of the workflow run a DAG run creates (``run.create``):
+    ``"<dag_id>/<run_id>"``, or ``"<dag_id>/<run_id>/<group_id>"`` for the workflow of a
+    :class:`~airflow_workflow_engine.task_group.WorkflowTaskGroup` (a DAG run runs one
+    workflow per group). DAG ids, run ids and group ids hold no ``/``."""
+    key = f"{dag_id}/{run_id}"
+    return f"{key}/{workflow_group}" if workflow_group else key
+
+
+def split_run_key(key: str | None) -> tuple[str | None, str | None, str | None]:
+    """``(dag_id, run_id, group_id)`` of a key made by :func:`run_key` (``None`` parts for a
+    key of a run created outside Airflow)."""
+    if not key or "/" not in key:
+        return None, None, None
+    dag_id, _, rest = key.partition("/")
+    run_id, _, group = rest.partition("/")
+    return dag_id, run_id, group or None
+
+
+def run_key_candidates(dag_id: str, run_id: str, task_id: str) -> list[str]:
+    """The keys the workflow run of a stage task may have, most specific first: one per
+    task-group prefix of ``task_id`` (``"a.b.stage"``: groups ``a.b``, ``a``), then none."""
+    parts = task_id.split(".")[:-1]
+    groups = [".".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    return [*(run_key(dag_id, run_id, g) for g in groups), run_key(dag_id, run_id)]
 
 
 def _statuses(values: Iterable[str] | str, what: str) -> tuple[str, ...]:
@@ -111,6 +135,8 @@ class WaitSpec:
     target_statuses: tuple[str, ...] = DEFAULT_TARGETS
     failed_statuses: tuple[str, ...] = DEFAULT_FAILED
     key_prefix: str = APPROVAL_PREFIX
+    #: With ``dag_id`` + ``run_id``: the ``WorkflowTaskGroup`` whose workflow run it is.
+    workflow_group: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(WaitKind):
@@ -137,7 +163,7 @@ class WaitSpec:
     @property
     def idempotency_key(self) -> str | None:
         if self.dag_id and self.run_id:
-            return run_key(self.dag_id, self.run_id)
+            return run_key(self.dag_id, self.run_id, self.workflow_group)
         return None
 
     def describe_run(self) -> str:
@@ -165,6 +191,7 @@ class WaitSpec:
             "target_statuses": list(self.target_statuses),
             "failed_statuses": list(self.failed_statuses),
             "key_prefix": self.key_prefix,
+            **({"workflow_group": self.workflow_group} if self.workflow_group else {}),
         }
 
 
@@ -351,6 +378,7 @@ class KernelStateTrigger(BaseTrigger):
         target_statuses: Sequence[str] = DEFAULT_TARGETS,
         failed_statuses: Sequence[str] = DEFAULT_FAILED,
         key_prefix: str = APPROVAL_PREFIX,
+        workflow_group: str | None = None,
         poll_interval: float = 60.0,
         timeout: float | None = None,
         deadline: float | None = None,
@@ -368,6 +396,7 @@ class KernelStateTrigger(BaseTrigger):
             target_statuses=tuple(target_statuses),
             failed_statuses=tuple(failed_statuses),
             key_prefix=key_prefix,
+            workflow_group=workflow_group,
         )
         self.poll_interval = float(poll_interval)
         if deadline is None and timeout is not None:

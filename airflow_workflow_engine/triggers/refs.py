@@ -1,7 +1,17 @@
-"""How the triggerer finds a workflow: by the import path ``"module:attribute"`` of an object.
+"""How the triggerer finds a workflow: by an import path, or by the DAG file it came from.
 
 A trigger is serialized to ids and primitives and rebuilt in the triggerer, which has none of
-the worker's objects, so it carries ``workflow_ref``: the import path of either
+the worker's objects, so it carries one of two things.
+
+**The DAG file** (:class:`DagFileRef`, the default for a workflow defined in a DAG file): the
+file's path relative to its DAG bundle, the bundle's name and version, the DAG and task ids and
+the workflow id. The triggerer gets the bundle the way Airflow's task runner does
+(``DagBundlesManager().get_bundle(name, version)``), parses the file with a ``BundleDagBag``
+(nothing is registered in Airflow's database), and takes the workflow of that stage task; the
+parsed file is cached per path, bundle version and modification time. A file that cannot be
+parsed, or has no stage task of that workflow, is an error naming the file and the workflow id.
+
+**An import path** ``workflow_ref = "module:attribute"`` of either
 
 - a :class:`~airflow_workflow_engine.definitions.workflow.Workflow` (a workflow defined at
   module level in an importable module: your package, or a module on the PYTHONPATH of the
@@ -11,13 +21,19 @@ the worker's objects, so it carries ``workflow_ref``: the import path of either
   file must then be importable by the triggerer too (its folder on the triggerer's
   PYTHONPATH).
 
-Operators compute the path themselves (:func:`import_path_of`) or take ``workflow_ref=``.
+Operators use ``workflow_ref=`` when given (an explicit override), else the import path when
+the workflow is a module-level attribute of an importable module (:func:`import_path_of`), else
+the DAG file.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -27,7 +43,13 @@ from airflow_workflow_engine.errors import WorkflowDefinitionError
 if TYPE_CHECKING:
     from airflow_workflow_engine.definitions.workflow import Workflow
 
-__all__ = ["import_path_of", "load_workflow"]
+__all__ = [
+    "DagFileRef",
+    "dag_file_ref",
+    "import_path_of",
+    "load_workflow",
+    "load_workflow_from_dag_file",
+]
 
 #: Airflow loads DAG files under module names like this one; they cannot be imported by name.
 _DAG_FILE_PREFIX = "unusual_prefix_"
@@ -146,4 +168,181 @@ def load_workflow(ref: str) -> Workflow:
         return workflow_from_dag(obj)
     raise WorkflowDefinitionError(
         f"workflow_ref {ref!r} names a {type(obj).__name__}, not a Workflow or a DAG."
+    )
+
+
+# -- the DAG file a workflow came from ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DagFileRef:
+    """Where the triggerer finds a workflow defined in a DAG file (serialized with a trigger).
+
+    :param path: the DAG file, relative to the bundle's root (absolute without a bundle).
+    :param bundle_name: the Airflow DAG bundle of the file (``None``: ``path`` is absolute).
+    :param bundle_version: the bundle version the task ran with (``None``: unversioned).
+    """
+
+    path: str
+    dag_id: str
+    task_id: str
+    workflow_id: str
+    bundle_name: str | None = None
+    bundle_version: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DagFileRef:
+        missing = [k for k in ("path", "dag_id", "task_id", "workflow_id") if not data.get(k)]
+        if missing:
+            raise WorkflowDefinitionError(f"dag_file reference {dict(data)!r} lacks {missing}.")
+        version = data.get("bundle_version")
+        return cls(
+            path=str(data["path"]),
+            dag_id=str(data["dag_id"]),
+            task_id=str(data["task_id"]),
+            workflow_id=str(data["workflow_id"]),
+            bundle_name=str(data["bundle_name"]) if data.get("bundle_name") else None,
+            bundle_version=str(version) if version else None,
+        )
+
+    def describe(self) -> str:
+        where = f" of DAG bundle '{self.bundle_name}'" if self.bundle_name else ""
+        version = f" (version {self.bundle_version})" if self.bundle_version else ""
+        return f"DAG file '{self.path}'{where}{version}"
+
+
+def dag_file_ref(dag: Any, task_id: str, workflow_id: str, bundle: Any = None) -> DagFileRef:
+    """The :class:`DagFileRef` of a task of ``dag``; ``bundle`` is the task instance's
+    ``bundle_instance`` (``None`` outside a task runner: the absolute file path is used)."""
+    fileloc = str(getattr(dag, "fileloc", "") or "")
+    if not fileloc:
+        raise WorkflowDefinitionError(
+            f"DAG '{dag.dag_id}' has no file location, so the triggerer cannot find workflow "
+            f"'{workflow_id}'; pass workflow_ref='package.module:attribute'."
+        )
+    root = getattr(bundle, "path", None) if bundle is not None else None
+    if root is not None:
+        try:
+            rel = Path(fileloc).resolve().relative_to(Path(root).resolve())
+        except ValueError:
+            rel = None
+        if rel is None and getattr(dag, "relative_fileloc", None):
+            rel = Path(dag.relative_fileloc)
+        if rel is not None:
+            return DagFileRef(
+                path=rel.as_posix(),
+                dag_id=str(dag.dag_id),
+                task_id=task_id,
+                workflow_id=workflow_id,
+                bundle_name=str(bundle.name),
+                bundle_version=getattr(bundle, "version", None),
+            )
+    return DagFileRef(
+        path=str(Path(fileloc).resolve()),
+        dag_id=str(dag.dag_id),
+        task_id=task_id,
+        workflow_id=workflow_id,
+    )
+
+
+#: Parsed DAG files: (absolute path, bundle name, version) -> (mtime_ns, {dag_id: DAG}).
+_parsed: dict[tuple[str, str | None, str | None], tuple[int, dict[str, Any]]] = {}
+#: Parsed files kept (a versioned bundle adds one per version): the oldest go first.
+_MAX_PARSED = 64
+_parse_lock = threading.Lock()
+
+
+def _bundle_root(ref: DagFileRef) -> Path:
+    if ref.bundle_name is None:
+        return Path(ref.path).parent
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+    try:
+        manager = DagBundlesManager()  # type: ignore[no-untyped-call]
+        bundle = manager.get_bundle(name=ref.bundle_name, version=ref.bundle_version)
+        bundle.initialize()
+    except Exception as exc:
+        raise WorkflowDefinitionError(
+            f"Cannot find workflow '{ref.workflow_id}': {ref.describe()} is not available to "
+            f"this process ({type(exc).__name__}: {exc}). The triggerer needs the same "
+            "[dag_processor] dag_bundle_config_list as the workers."
+        ) from exc
+    return Path(bundle.path)
+
+
+def _parse_dag_file(ref: DagFileRef) -> dict[str, Any]:
+    """The DAGs of the file (cached per file, bundle version and modification time)."""
+    root = _bundle_root(ref)
+    path = Path(ref.path) if ref.bundle_name is None else root / ref.path
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise WorkflowDefinitionError(
+            f"Cannot find workflow '{ref.workflow_id}': {ref.describe()} cannot be read "
+            f"({path}: {exc.strerror or exc})."
+        ) from exc
+    key = (str(path), ref.bundle_name, ref.bundle_version)
+    with _parse_lock:
+        cached = _parsed.get(key)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        from airflow.dag_processing.dagbag import BundleDagBag
+
+        # What the task runner does: parse the one file, register nothing.
+        bag = BundleDagBag(
+            dag_folder=os.fspath(path),
+            safe_mode=False,
+            load_op_links=False,
+            bundle_path=root,
+            bundle_name=ref.bundle_name,
+        )
+        if bag.import_errors and not bag.dags:
+            errors = "; ".join(str(e).strip().splitlines()[-1] for e in bag.import_errors.values())
+            raise WorkflowDefinitionError(
+                f"Cannot find workflow '{ref.workflow_id}': {ref.describe()} does not load: "
+                f"{errors}"
+            )
+        _parsed.pop(key, None)
+        while len(_parsed) >= _MAX_PARSED:
+            _parsed.pop(next(iter(_parsed)))
+        _parsed[key] = (mtime, dict(bag.dags))
+        return _parsed[key][1]
+
+
+def _workflow_of_task(task: Any) -> Workflow | None:
+    from airflow_workflow_engine.operators.stage import StageOperator
+
+    if not isinstance(task, StageOperator):
+        return None
+    try:
+        return task.workflow
+    except WorkflowDefinitionError:
+        return None
+
+
+def load_workflow_from_dag_file(ref: DagFileRef) -> Workflow:
+    """The workflow ``ref.workflow_id`` of the stage task ``ref.task_id`` of the DAG file
+    (any stage task of the file running that workflow, if the task is gone)."""
+    dags = _parse_dag_file(ref)
+    dag = dags.get(ref.dag_id)
+    task = dag.task_dict.get(ref.task_id) if dag is not None else None
+    workflow = _workflow_of_task(task)
+    if workflow is not None and workflow.id == ref.workflow_id:
+        return workflow
+    for other in dags.values():
+        for candidate in other.tasks:
+            workflow = _workflow_of_task(candidate)
+            if workflow is not None and workflow.id == ref.workflow_id:
+                return workflow
+    found = sorted(
+        {w.id for d in dags.values() for t in d.tasks if (w := _workflow_of_task(t)) is not None}
+    )
+    raise WorkflowDefinitionError(
+        f"{ref.describe()} has no workflow '{ref.workflow_id}' (DAGs: "
+        f"{', '.join(sorted(dags)) or 'none'}; workflows: {', '.join(found) or 'none'}). Was the "
+        "file changed since the task deferred? Pass workflow_ref= to name the workflow "
+        "explicitly."
     )

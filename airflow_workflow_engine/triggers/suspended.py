@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timezone
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
@@ -152,11 +152,21 @@ def cancel_suspended_stage(kernel: Kernel, workflow_run_id: str, stage_id: str, 
     return "cancelled the batch job (the workflow run was cancelled already)"
 
 
-def _kernel_for(settings: EngineSettings, workflow_ref: str) -> Kernel:
+def _kernel_for(
+    settings: EngineSettings, workflow_ref: str | None, dag_file: Mapping[str, Any] | None
+) -> Kernel:
     from airflow_workflow_engine.hooks.engine import kernel_for
-    from airflow_workflow_engine.triggers.refs import load_workflow
+    from airflow_workflow_engine.triggers.refs import (
+        DagFileRef,
+        load_workflow,
+        load_workflow_from_dag_file,
+    )
 
-    return kernel_for(settings, load_workflow(workflow_ref))
+    if workflow_ref:
+        return kernel_for(settings, load_workflow(workflow_ref))
+    if not dag_file:
+        raise ValueError("the trigger names neither a workflow_ref nor a dag_file")
+    return kernel_for(settings, load_workflow_from_dag_file(DagFileRef.from_dict(dag_file)))
 
 
 class SuspendedStageTrigger(BaseTrigger):
@@ -166,6 +176,9 @@ class SuspendedStageTrigger(BaseTrigger):
     :param stage_id: the suspended stage.
     :param workflow_ref: import path ``"module:attribute"`` of the workflow (or of the DAG it
         is derived from); see :mod:`airflow_workflow_engine.triggers.refs`.
+    :param dag_file: without ``workflow_ref``: the DAG file the workflow is defined in
+        (:meth:`DagFileRef.to_dict <airflow_workflow_engine.triggers.refs.DagFileRef.to_dict>`),
+        loaded by the triggerer.
     :param dag_id: the DAG (for logs).
     :param task_id: the task (for logs).
     :param poll_interval: longest wait between polls, in seconds (the stage's interval).
@@ -179,7 +192,8 @@ class SuspendedStageTrigger(BaseTrigger):
         *,
         workflow_run_id: str,
         stage_id: str,
-        workflow_ref: str,
+        workflow_ref: str | None = None,
+        dag_file: Mapping[str, Any] | None = None,
         dag_id: str | None = None,
         task_id: str | None = None,
         poll_interval: float = 60.0,
@@ -190,25 +204,28 @@ class SuspendedStageTrigger(BaseTrigger):
             raise ValueError("poll_interval must be > 0 seconds")
         self.workflow_run_id = workflow_run_id
         self.stage_id = stage_id
+        if not workflow_ref and not dag_file:
+            raise ValueError("SuspendedStageTrigger needs workflow_ref or dag_file")
         self.workflow_ref = workflow_ref
+        self.dag_file = dict(dag_file) if dag_file else None
         self.dag_id = dag_id
         self.task_id = task_id
         self.poll_interval = float(poll_interval)
         self.conn_id = conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "workflow_run_id": self.workflow_run_id,
-                "stage_id": self.stage_id,
-                "workflow_ref": self.workflow_ref,
-                "dag_id": self.dag_id,
-                "task_id": self.task_id,
-                "poll_interval": self.poll_interval,
-                "conn_id": self.conn_id,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "workflow_run_id": self.workflow_run_id,
+            "stage_id": self.stage_id,
+            "workflow_ref": self.workflow_ref,
+            "dag_id": self.dag_id,
+            "task_id": self.task_id,
+            "poll_interval": self.poll_interval,
+            "conn_id": self.conn_id,
+        }
+        if self.dag_file:  # only when used: triggers serialized before it rebuild unchanged
+            kwargs["dag_file"] = self.dag_file
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def _event(self, status: PollStatus, message: str | None) -> TriggerEvent:
         payload = dict(PollDecision(status, message).event(self.workflow_run_id, self.stage_id))
@@ -219,7 +236,9 @@ class SuspendedStageTrigger(BaseTrigger):
 
         try:
             settings = await WorkflowEngineHook(conn_id=self.conn_id).aget_settings()
-            kernel = await asyncio.to_thread(_kernel_for, settings, self.workflow_ref)
+            kernel = await asyncio.to_thread(
+                _kernel_for, settings, self.workflow_ref, self.dag_file
+            )
         except Exception as exc:
             logger.exception("stage %s: cannot set up polling", self.stage_id)
             yield self._event("error", f"{type(exc).__name__}: {exc}")
@@ -280,7 +299,7 @@ class SuspendedStageTrigger(BaseTrigger):
             return
         reason = f"Airflow task '{self.task_id}' was marked {state} while its batch was running"
         settings = await WorkflowEngineHook(conn_id=self.conn_id).aget_settings()
-        kernel = await asyncio.to_thread(_kernel_for, settings, self.workflow_ref)
+        kernel = await asyncio.to_thread(_kernel_for, settings, self.workflow_ref, self.dag_file)
         await self._cancel_job(kernel, reason)
 
     async def _cancel_job(self, kernel: Kernel, reason: str) -> None:

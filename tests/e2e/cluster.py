@@ -3,7 +3,10 @@
 :meth:`AirflowCluster.start` builds it in a temporary ``AIRFLOW_HOME``:
 
 - Airflow's metadata database and the engine's ``wfe_`` tables in one PostgreSQL database
-  (``[database] sql_alchemy_conn`` and ``[workflow_engine] sql_alchemy_conn`` name it);
+  (``[database] sql_alchemy_conn`` and ``[workflow_engine] sql_alchemy_conn`` name it), or,
+  with ``engine_url``, the engine's tables in a database of their own (the SQLite variant:
+  Airflow's metadata in ``<home>/airflow.db``, ours in another SQLite file, since Airflow
+  holds its file while tasks write ours);
 - the LocalExecutor with ``[core] parallelism`` 2, no example DAGs, DAGs from
   ``tests/e2e/dags`` (unpaused at creation);
 - the simple auth manager with one admin user whose password the test writes beforehand;
@@ -117,10 +120,15 @@ class AirflowCluster:
     _token: str | None = None
     #: Process groups already stopped (never signalled again).
     _stopped: set[int] = field(default_factory=set)
+    #: The engine's database (``wfe_`` tables); default: Airflow's (``db_url``).
+    engine_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.engine_url = self.engine_url or self.db_url
 
     # -- setup ----------------------------------------------------------------------------
     @classmethod
-    def create(cls, home: Path, db_url: str) -> AirflowCluster:
+    def create(cls, home: Path, db_url: str, engine_url: str | None = None) -> AirflowCluster:
         """Writes the home (config through the environment) without starting anything."""
         port = free_port()
         password = secrets.token_urlsafe(12)
@@ -139,9 +147,7 @@ class AirflowCluster:
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
-                # Airflow derives postgresql+asyncpg otherwise; psycopg 3 does async too.
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": db_url,
-                "AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN": db_url,
+                "AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN": engine_url or db_url,
                 "AIRFLOW__WORKFLOW_ENGINE__BLOB_STORE": str(home / "blobs"),
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(port),
@@ -160,9 +166,19 @@ class AirflowCluster:
                 ),
             }
         )
+        if not db_url.startswith("sqlite"):
+            # Airflow derives postgresql+asyncpg otherwise; psycopg 3 does async too.
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = db_url
         if not _provider_registered():
             env["AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS"] = DB_MANAGER
-        return cls(home=home, db_url=db_url, env=env, api_port=port, password=password)
+        return cls(
+            home=home,
+            db_url=db_url,
+            env=env,
+            api_port=port,
+            password=password,
+            engine_url=engine_url or db_url,
+        )
 
     def migrate(self) -> None:
         result = subprocess.run(

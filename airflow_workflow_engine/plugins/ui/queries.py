@@ -20,11 +20,12 @@ __all__ = ["count_runs", "newest_runs", "split_key"]
 
 
 def split_key(key: str | None) -> tuple[str | None, str | None]:
-    """``(dag_id, run_id)`` of a workflow run's idempotency key ``"<dag_id>/<run_id>"``."""
+    """``(dag_id, run_id)`` of a workflow run's idempotency key ``"<dag_id>/<run_id>"`` or
+    ``"<dag_id>/<run_id>/<group_id>"`` (a ``WorkflowTaskGroup``'s run)."""
     if not key or "/" not in key:
         return None, None
-    dag_id, _, run_id = key.partition("/")
-    return dag_id, run_id
+    dag_id, _, rest = key.partition("/")
+    return dag_id, rest.partition("/")[0]
 
 
 def _filters(

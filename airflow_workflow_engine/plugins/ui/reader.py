@@ -79,8 +79,13 @@ class EngineReader:
         return self.store.get_run(workflow_run_id)
 
     def run_of_dag_run(self, dag_id: str, run_id: str) -> RunRecord | None:
-        """The workflow run a DAG run created (idempotency key ``"<dag_id>/<run_id>"``)."""
-        return self.store.get_run_by_idempotency_key(f"{dag_id}/{run_id}")
+        """The workflow run a DAG run created (idempotency key ``"<dag_id>/<run_id>"``);
+        ``run_id`` may end in ``/<group_id>`` for a ``WorkflowTaskGroup``'s run (a plain
+        task group's stage tasks link there too: then the DAG run's own run is shown)."""
+        found = self.store.get_run_by_idempotency_key(f"{dag_id}/{run_id}")
+        if found is None and "/" in run_id:
+            found = self.store.get_run_by_idempotency_key(f"{dag_id}/{run_id.partition('/')[0]}")
+        return found
 
     def detail(self, run: RunRecord) -> RunDetail:
         """Everything the run page shows."""
