@@ -99,10 +99,10 @@ class WorkflowStateSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if workflow_run_id and (external_dag_id or external_run_id):
+        if workflow_run_id and (external_dag_id or external_run_id or workflow_group):
             raise ValueError(
                 f"{type(self).__name__} '{self.task_id}': name the workflow run either by "
-                "workflow_run_id or by external_dag_id/external_run_id, not both."
+                "workflow_run_id or by external_dag_id/external_run_id/workflow_group, not both."
             )
         self.workflow_run_id = workflow_run_id
         self.external_dag_id = external_dag_id

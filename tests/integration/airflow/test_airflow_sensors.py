@@ -549,6 +549,8 @@ def test_sensor_arguments_fail_fast() -> None:
 
     with pytest.raises(ValueError, match="not both"):
         StageSensor(task_id="s", stage_id="x", workflow_run_id="r", external_dag_id="d")
+    with pytest.raises(ValueError, match="not both"):
+        WorkflowRunSensor(task_id="g", workflow_run_id="r", workflow_group="docs")
     with pytest.raises(ValueError, match="not a workflow status"):
         WorkflowRunSensor(task_id="r", target_statuses=("DONE",))
     sensor = ApprovalSensor(task_id="a")
@@ -557,6 +559,7 @@ def test_sensor_arguments_fail_fast() -> None:
         "workflow_run_id",
         "external_dag_id",
         "external_run_id",
+        "workflow_group",
         "key_prefix",
         "stage_id",
     }

@@ -233,3 +233,17 @@ def test_cli_rerun_names_a_group_stage_by_its_task_id() -> None:
     ambiguous = r"stage 'embed' is in more than one .*a\.embed, b\.embed"
     with pytest.raises(CommandError, match=ambiguous):
         dags.task_of_stage(dag, "embed")
+
+
+def test_sensors_name_a_group_run_by_workflow_group() -> None:
+    from airflow_workflow_engine.sensors import StageSensor
+
+    sensor = StageSensor(task_id="wait", stage_id="embed", workflow_group="docs")
+    spec = sensor.wait_spec({"dag_run": SimpleNamespace(run_id="r1")})  # type: ignore[arg-type]
+    assert spec.idempotency_key == f"{sensor.dag_id}/r1/docs"
+    kwargs = spec.to_kwargs()
+    assert kwargs["workflow_group"] == "docs"
+    from airflow_workflow_engine.triggers.kernel_state import KernelStateTrigger
+
+    trigger = KernelStateTrigger(**kwargs)
+    assert trigger.spec.idempotency_key == spec.idempotency_key
