@@ -134,6 +134,8 @@ def resolve_run(
     key = run_key(dag_id, run_id)
     found = find_run_by_key(store, key)
     if found is None:
+        found = _the_group_run(store, key)
+    if found is None:
         others = [split_key(r.idempotency_key)[1] for r in newest_runs(store, dag_id=dag_id)]
         hint = (
             f" DAG runs of '{dag_id}' that have one (newest first): {', '.join(map(str, others))}."
@@ -142,6 +144,22 @@ def resolve_run(
         )
         raise CommandError(f"DAG run '{key}' has no workflow run in the engine.{hint}")
     return found
+
+
+def _the_group_run(store: SqlPersistence, key: str) -> RunRecord | None:
+    """The one workflow run of a DAG run whose workflow is a ``WorkflowTaskGroup`` (key
+    ``<dag_id>/<run_id>/<group_id>``); a DAG run with several groups must name the run."""
+    from airflow_workflow_engine.triggers.kernel_state import split_run_key
+
+    # newest_runs' "DAG id" filter matches the key prefix "<dag_id>/<run_id>/".
+    runs = newest_runs(store, dag_id=key, limit=100)
+    if len(runs) <= 1:
+        return runs[0] if runs else None
+    choices = ", ".join(f"{split_run_key(r.idempotency_key)[2]}: {r.id}" for r in runs)
+    raise CommandError(
+        f"DAG run '{key}' runs {len(runs)} workflow task groups; name one with "
+        f"--workflow-run-id ({choices})."
+    )
 
 
 # -- dates --------------------------------------------------------------------------------

@@ -247,3 +247,31 @@ def test_sensors_name_a_group_run_by_workflow_group() -> None:
 
     trigger = KernelStateTrigger(**kwargs)
     assert trigger.spec.idempotency_key == spec.idempotency_key
+
+
+def test_cli_finds_the_run_of_a_dag_run_with_workflow_task_groups(engine_url: str) -> None:
+    """``runs show DAG RUN`` (and the other CLI commands naming a DAG run) find a group's
+    workflow run; with two groups, the error names each group's workflow run id."""
+    from airflow_workflow_engine.cli._common import CommandError, resolve_run
+    from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
+    from airflow_workflow_engine.kernel.commands import RunCreate
+    from tests.e2e.dags import e2e_workflows as wf
+
+    kernel = WorkflowEngineHook(conn_id=None).get_kernel(wf.documents)
+    ids = {}
+    for key in ("t_cli/one/docs", "t_cli/two/a", "t_cli/two/b", "t_cli/twofold/c"):
+        ids[key] = kernel.dispatch(
+            RunCreate(
+                workflow_id="e2e-documents",
+                input={"title": "t", "text": "x"},
+                idempotency_key=key,
+            )
+        ).workflow_run_id
+    store: Any = kernel.persistence
+    assert resolve_run(store, "t_cli", "one", None).id == ids["t_cli/one/docs"]
+    with pytest.raises(CommandError, match=r"'t_cli/two' runs 2 workflow task groups") as err:
+        resolve_run(store, "t_cli", "two", None)
+    assert f"a: {ids['t_cli/two/a']}" in str(err.value)
+    assert f"b: {ids['t_cli/two/b']}" in str(err.value)
+    with pytest.raises(CommandError, match="has no workflow run"):
+        resolve_run(store, "t_cli", "tw", None)  # a prefix of another run id is not a match
