@@ -14,7 +14,6 @@ Without ``airflow`` the module is skipped; without PostgreSQL too, except under 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import uuid
@@ -25,20 +24,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import AirflowCluster, wait_until
+from tests.e2e.cluster import AirflowCluster, e2e_marks, running_cluster, wait_until
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        importlib.util.find_spec("airflow") is None,
-        reason="apache-airflow is not installed in this environment; install the 'airflow' "
-        "extra (pip install -e '.[airflow,test]') to run the end-to-end tests",
-    ),
-    pytest.mark.timeout(480),
-    # Airflow 3.3.2 can mark a resumed deferred task failed while it still runs (its own
-    # state update then gets 409 "previous_state=failed"; apache/airflow#72716): one rerun.
-    pytest.mark.flaky(reruns=1),
-]
+pytestmark = e2e_marks(timeout=480)
 
 
 DAG = "e2e_documents"
@@ -63,18 +51,11 @@ def cluster(
     """A migrated, running Airflow on a fresh PostgreSQL database; stopped at the end."""
     database = postgres_server.create_database()
     home = tmp_path_factory.mktemp("e2e-airflow-home")
-    cluster = AirflowCluster.create(home, postgres_server.url(database))
     try:
-        with cluster.explain_failure():
-            cluster.migrate()
-            cluster.start_processes()
-            for dag_id in (DAG, HOLD_DAG):
-                cluster.wait_for_dag(dag_id)
-        yield cluster
+        with running_cluster(home, postgres_server.url(database), (DAG, HOLD_DAG)) as cluster:
+            yield cluster
     finally:
-        cluster.stop()
         postgres_server.drop_database(database)
-        # The home (logs, blobs) stays for inspection; pytest prunes old temp dirs.
 
 
 @dataclass

@@ -16,7 +16,6 @@ file. Run one test at a time with ``-k`` on a small machine.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import uuid
 from collections.abc import Iterator
@@ -26,20 +25,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import AirflowCluster
+from tests.e2e.cluster import AirflowCluster, e2e_marks, running_cluster
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        importlib.util.find_spec("airflow") is None,
-        reason="apache-airflow is not installed in this environment; install the 'airflow' "
-        "extra (pip install -e '.[airflow,test]') to run the end-to-end tests",
-    ),
-    pytest.mark.timeout(600),
-    # Airflow 3.3.2 can mark a resumed deferred task failed while it still runs
-    # (apache/airflow#72716): one rerun, as in test_e2e_airflow.py.
-    pytest.mark.flaky(reruns=1),
-]
+pytestmark = e2e_marks(timeout=600)
 
 INLINE_DAG = "e2e_inline"
 GROUPS_DAG = "e2e_groups"
@@ -53,26 +41,21 @@ def cluster(
 ) -> Iterator[AirflowCluster]:
     """A migrated, running Airflow on PostgreSQL or SQLite; stopped at the end."""
     home = tmp_path_factory.mktemp(f"e2e-dagfiles-{request.param}")
-    database = None
-    if request.param == "postgresql":
-        server = request.getfixturevalue("postgres_server")
-        database = server.create_database()
-        cluster = AirflowCluster.create(home, server.url(database))
-    else:
-        cluster = AirflowCluster.create(
-            home, f"sqlite:///{home}/airflow.db", engine_url=f"sqlite:///{home}/engine.db"
-        )
+    dags = (INLINE_DAG, GROUPS_DAG)
+    if request.param == "sqlite":
+        engine_url = f"sqlite:///{home}/engine.db"
+        with running_cluster(
+            home, f"sqlite:///{home}/airflow.db", dags, engine_url=engine_url
+        ) as c:
+            yield c
+        return
+    server = request.getfixturevalue("postgres_server")
+    database = server.create_database()
     try:
-        with cluster.explain_failure():
-            cluster.migrate()
-            cluster.start_processes()
-            for dag_id in (INLINE_DAG, GROUPS_DAG):
-                cluster.wait_for_dag(dag_id)
-        yield cluster
+        with running_cluster(home, server.url(database), dags) as cluster:
+            yield cluster
     finally:
-        cluster.stop()
-        if database is not None:
-            server.drop_database(database)
+        server.drop_database(database)
 
 
 @dataclass

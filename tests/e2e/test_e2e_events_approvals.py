@@ -12,7 +12,6 @@ One cluster for this module (see ``cluster.py``), the plugins in ``tests/e2e/eve
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -24,16 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import AirflowCluster, airflow_bin
+from tests.e2e.cluster import AirflowCluster, airflow_bin, e2e_marks, running_cluster
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        importlib.util.find_spec("airflow") is None,
-        reason="apache-airflow is not installed in this environment",
-    ),
-    pytest.mark.timeout(600),
-]
+pytestmark = e2e_marks(timeout=600, reruns=0)
 
 DOCS_DAG = "e2e_documents"
 APPROVAL_DAG = "e2e_approval"
@@ -55,25 +47,18 @@ def cluster(
 ) -> Iterator[AirflowCluster]:
     database = postgres_server.create_database()
     home = tmp_path_factory.mktemp("e2e-events-home")
-    cluster = AirflowCluster.create(home, postgres_server.url(database))
-    cluster.env.update(
-        {
-            "AIRFLOW__WORKFLOW_ENGINE__EVENT_PLUGINS": (
-                "tests.e2e.event_plugins:recorder, tests.e2e.event_plugins:flaky"
-            ),
-            "AIRFLOW__WORKFLOW_ENGINE__EVENT_MAX_RETRIES": "1",
-            "WFE_E2E_EVENTS_DIR": str(events_dir),
-        }
-    )
+    env = {
+        "AIRFLOW__WORKFLOW_ENGINE__EVENT_PLUGINS": (
+            "tests.e2e.event_plugins:recorder, tests.e2e.event_plugins:flaky"
+        ),
+        "AIRFLOW__WORKFLOW_ENGINE__EVENT_MAX_RETRIES": "1",
+        "WFE_E2E_EVENTS_DIR": str(events_dir),
+    }
+    dags = (DOCS_DAG, APPROVAL_DAG)
     try:
-        with cluster.explain_failure():
-            cluster.migrate()
-            cluster.start_processes()
-            for dag_id in (DOCS_DAG, APPROVAL_DAG):
-                cluster.wait_for_dag(dag_id)
-        yield cluster
+        with running_cluster(home, postgres_server.url(database), dags, env=env) as cluster:
+            yield cluster
     finally:
-        cluster.stop()
         postgres_server.drop_database(database)
 
 
