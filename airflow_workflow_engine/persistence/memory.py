@@ -285,13 +285,16 @@ class InMemoryPersistence:
         self, limit: int = 100, workflow_run_id: str | None = None
     ) -> list[OutboxEvent]:
         with self._lock:
-            rows = [
-                e
-                for e in self.events.values()
-                if e.published_at is None
-                and e.dlq_at is None
-                and workflow_run_id in (None, e.workflow_run_id)
-            ]
+            # Only the index of pending events is read, so a flush does not slow down as
+            # published events pile up.
+            if workflow_run_id is None:
+                rows = [self.events[eid] for eid in self._unpublished]
+            else:
+                rows = [
+                    self.events[eid]
+                    for eid in self._events_by_run.get(workflow_run_id, {})
+                    if eid in self._unpublished
+                ]
         rows.sort(key=lambda e: (e.occurred_at, e.workflow_run_id, e.sequence))
         return rows[:limit]
 
@@ -299,7 +302,12 @@ class InMemoryPersistence:
         with self.transaction():
             event = self.events[event_id].model_copy(update=changes)
             self._set(self.events, event_id, event)
-            if event.published_at is not None:
+            # The index holds exactly the events a flush may publish: not yet published and
+            # not dead-lettered (a requeue puts them back).
+            if event.published_at is None and event.dlq_at is None:
+                if event_id not in self._unpublished:
+                    self._set(self._unpublished, event_id, None)
+            else:
                 self._del(self._unpublished, event_id)
 
     def mark_event_published(self, event_id: str, at: datetime) -> None:
