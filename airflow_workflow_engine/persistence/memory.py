@@ -256,12 +256,12 @@ class InMemoryPersistence:
         causation_id: str | None = None,
     ) -> OutboxEvent:
         with self.transaction():
-            run = self.update_run(
-                workflow_run_id,
-                event_sequence=self.runs[workflow_run_id].event_sequence + 1
-                if workflow_run_id in self.runs
-                else 1,
-            )
+            old = self.runs.get(workflow_run_id)
+            if old is None:
+                raise RunNotFoundError(workflow_run_id)
+            # Only the sequence moves: no status or key index to touch, so skip _put_run.
+            run = old.model_copy(update={"event_sequence": old.event_sequence + 1})
+            self._set(self.runs, workflow_run_id, run)
             event = OutboxEvent(
                 id=uuid.uuid4().hex,
                 workflow_run_id=workflow_run_id,
