@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from types import TracebackType
 from typing import Any, TypeVar
 
 from airflow_workflow_engine.errors import IdempotencyInProgressError, RunNotFoundError
@@ -34,6 +34,41 @@ V = TypeVar("V")
 _MISSING = object()
 
 
+class _Transaction:
+    """The store's (re-entrant) transaction: the outermost one undoes every logged write on
+    an exception. A plain class rather than ``@contextmanager``: it is entered several times
+    per command, and the generator machinery was a measurable share of a run."""
+
+    __slots__ = ("_outermost", "_store")
+
+    def __init__(self, store: InMemoryPersistence) -> None:
+        self._store = store
+        self._outermost = False
+
+    def __enter__(self) -> None:
+        store = self._store
+        store._lock.acquire()
+        self._outermost = store._depth == 0
+        store._depth += 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        store = self._store
+        try:
+            if self._outermost:
+                if exc_type is not None:
+                    for undo in reversed(store._undo):
+                        undo()
+                store._undo.clear()
+        finally:
+            store._depth -= 1
+            store._lock.release()
+
+
 class InMemoryPersistence:
     def __init__(self, blob_store: BlobStore | None = None) -> None:
         self._lock = threading.RLock()
@@ -54,24 +89,8 @@ class InMemoryPersistence:
         self._unpublished: dict[str, None] = {}
 
     # -- transactions ----------------------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._lock:
-            outermost = self._depth == 0
-            self._depth += 1
-            try:
-                yield
-            except BaseException:
-                if outermost:
-                    for undo in reversed(self._undo):
-                        undo()
-                    self._undo.clear()
-                raise
-            else:
-                if outermost:
-                    self._undo.clear()
-            finally:
-                self._depth -= 1
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
 
     def _set(self, table: dict[K, V], key: K, value: V) -> None:
         old: Any = table.get(key, _MISSING)
