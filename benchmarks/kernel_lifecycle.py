@@ -1,79 +1,167 @@
-"""Runs per second of a 5-stage workflow (one parallel group) driven to completion in memory.
+"""The in-memory kernel lifecycle of issue 11, the same drive as the original's seed bench.
 
-    .venv/bin/python benchmarks/kernel_lifecycle.py [--runs 500]
+    .venv/bin/python benchmarks/kernel_lifecycle.py [--ns 200,1000] [--reps 3]
+        [--warmup 500] [--lifecycle 2000] [--json out.json]
 
-Measures the kernel's own overhead: commands, validation, events, in-memory persistence.
+Workflow ``stage1 -> [stage2a || stage2b] -> stage3 -> stage4`` (each ``x+1``) over the
+in-memory adapters. Each trial gets one fresh kernel, so runs accumulate in it (this is what
+shows whether per-run time stays flat). One run is ``run.create``, ``run.claimPending``, then
+{dequeue, ``job.execute``, complete, ``run.transition``} until the queue is empty, then
+``outbox.flush``. Prints runs/s per N, the median per-run time of the first 100 runs and of
+the last 10%, one warm run (median over fresh kernels after warm-up) and peak RSS; the
+figures are medians over ``--reps`` trials. ``/work/shared/bench-original/`` runs the
+TypeScript original on the same workload with the same flags for the side-by-side.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
 import platform
+import resource
+import statistics
 import time
-import tracemalloc
+from typing import Any
 
 from pydantic import BaseModel
 
 from airflow_workflow_engine import WorkflowBuilder, define_stage
-from airflow_workflow_engine.kernel.commands import RunCreate
-from airflow_workflow_engine.testing import create_test_kernel, run_to_completion
+from airflow_workflow_engine.definitions.workflow import Workflow
+from airflow_workflow_engine.kernel.commands import (
+    JobExecute,
+    OutboxFlush,
+    RunClaimPending,
+    RunCreate,
+    RunTransition,
+)
+from airflow_workflow_engine.testing import create_test_kernel
+from airflow_workflow_engine.testing.kit import TestKit
 
 
-class Doc(BaseModel):
-    text: str
+class X(BaseModel):
+    x: int
 
 
-class Part(BaseModel):
-    value: str
+class Joined(BaseModel):
+    stage2a: X
+    stage2b: X
 
 
-class Pair(BaseModel):
-    left: Part
-    right: Part
+def _build() -> Workflow:
+    def plus_one(stage_id: str) -> Any:
+        return define_stage(id=stage_id, input=X, output=X, execute=lambda c: {"x": c.input.x + 1})
 
-
-def _build() -> object:
-    first = define_stage(id="first", input=Doc, output=Doc, execute=lambda c: c.input)
-    left = define_stage(
-        id="left", input=Doc, output=Part, execute=lambda c: {"value": c.input.text}
+    stage3 = define_stage(
+        id="stage3", input=Joined, output=X, execute=lambda c: {"x": c.input.stage2a.x + 1}
     )
-    right = define_stage(
-        id="right", input=Doc, output=Part, execute=lambda c: {"value": c.input.text[::-1]}
-    )
-    join = define_stage(id="join", input=Pair, output=Part, execute=lambda c: c.input.left)
-    last = define_stage(id="last", input=Part, output=Part, execute=lambda c: c.input)
     return (
-        WorkflowBuilder("bench", "Bench", None, input=Doc, output=Part)
-        .pipe(first)
-        .parallel([left, right])
-        .pipe(join)
-        .pipe(last)
+        WorkflowBuilder("bench", "Bench", None, input=X, output=X)
+        .pipe(plus_one("stage1"))
+        .parallel([plus_one("stage2a"), plus_one("stage2b")])
+        .pipe(stage3)
+        .pipe(plus_one("stage4"))
         .build()
     )
 
 
+_keys = itertools.count(1)
+
+
+def _one_run(kit: TestKit) -> str:
+    kernel, queue = kit.kernel, kit.job_transport
+    created = kernel.dispatch(
+        RunCreate(workflow_id="bench", input={"x": 0}, idempotency_key=f"k{next(_keys)}")
+    )
+    kernel.dispatch(RunClaimPending(worker_id="bench-worker"))
+    while (job := queue.dequeue("bench-worker")) is not None:
+        kernel.dispatch(
+            JobExecute(
+                workflow_run_id=job.workflow_run_id,
+                workflow_id=job.workflow_id,
+                stage_id=job.stage_id,
+                job_id=job.job_id,
+            )
+        )
+        queue.complete(job.job_id)
+        kernel.dispatch(RunTransition(workflow_run_id=job.workflow_run_id))
+    kernel.dispatch(OutboxFlush())
+    return created.workflow_run_id
+
+
+def _trial(workflow: Workflow, n: int) -> dict[str, float]:
+    kit = create_test_kernel([workflow])
+    ids: list[str] = []
+    per_us: list[float] = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        a = time.perf_counter()
+        ids.append(_one_run(kit))
+        per_us.append((time.perf_counter() - a) * 1e6)
+    elapsed = time.perf_counter() - t0
+    for run_id in ids:  # every run finished, with the right output
+        run = kit.kernel.require_run(run_id)
+        assert run.status.value == "COMPLETED", run.error_message
+    assert kit.kernel.require_run(ids[-1]).output == {"x": 4}
+    assert len(kit.events.events) == len({e.id for e in kit.events.events})
+    return {
+        "runs_per_s": n / elapsed,
+        "first100_us": statistics.median(per_us[:100]),
+        "last10_us": statistics.median(per_us[int(n * 0.9) :]),
+        "median_us": statistics.median(per_us),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--ns", default="200,1000")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--lifecycle", type=int, default=2000)
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
+    ns = [int(n) for n in args.ns.split(",")]
     workflow = _build()
-    kit = create_test_kernel([workflow])  # type: ignore[list-item]
-    tracemalloc.start()
-    start = time.perf_counter()
-    for i in range(args.runs):
-        result = kit.kernel.dispatch(RunCreate(workflow_id="bench", input={"text": f"doc {i}"}))
-        run = run_to_completion(kit.kernel, kit.job_transport, result.workflow_run_id)
-        assert run.status.value == "COMPLETED", run.error_message
-    elapsed = time.perf_counter() - start
-    _, peak = tracemalloc.get_traced_memory()
+
+    warm_kit = create_test_kernel([workflow])
+    for _ in range(args.warmup):
+        _one_run(warm_kit)
+    del warm_kit
+
+    out: dict[str, Any] = {"trials": {}}
+    for n in ns:
+        out["trials"][n] = [_trial(workflow, n) for _ in range(args.reps)]
+    if args.lifecycle:
+        times = []
+        for _ in range(args.lifecycle):
+            kit = create_test_kernel([workflow])
+            a = time.perf_counter()
+            _one_run(kit)
+            times.append((time.perf_counter() - a) * 1e6)
+        out["lifecycle_us"] = statistics.median(times)
+    out["maxrss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
     machine = f"{platform.machine()} {platform.processor() or ''}".strip()
     print(f"machine: {machine}, {os.cpu_count()} cpus, python {platform.python_version()}")
-    print(f"runs: {args.runs} x 5 stages (1 parallel group), in-memory adapters")
-    print(f"elapsed: {elapsed:.2f} s")
-    print(f"runs/s: {args.runs / elapsed:.1f}")
-    print(f"stages/s: {5 * args.runs / elapsed:.1f}")
-    print(f"peak traced memory: {peak / 1e6:.1f} MB")
+    print("workflow: stage1 -> [stage2a || stage2b] -> stage3 -> stage4, in-memory adapters")
+    print(f"reps per N: {args.reps} (medians shown), warm-up runs: {args.warmup}")
+    for n, trials in out["trials"].items():
+
+        def med(key: str, trials: list[dict[str, float]] = trials) -> float:
+            return statistics.median(t[key] for t in trials)
+
+        first, last = med("first100_us"), med("last10_us")
+        print(
+            f"N={n}: {med('runs_per_s'):,.0f} runs/s; per run first 100: {first:,.0f} us, "
+            f"last 10%: {last:,.0f} us (x{last / first:.2f})"
+        )
+    if "lifecycle_us" in out:
+        print(f"one warm run (fresh kernel): {out['lifecycle_us']:,.0f} us")
+    print(f"peak RSS: {out['maxrss_MB']:.0f} MB")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from types import TracebackType
 from typing import Any, TypeVar
 
 from airflow_workflow_engine.errors import IdempotencyInProgressError, RunNotFoundError
@@ -34,6 +34,41 @@ V = TypeVar("V")
 _MISSING = object()
 
 
+class _Transaction:
+    """The store's (re-entrant) transaction: the outermost one undoes every logged write on
+    an exception. A plain class rather than ``@contextmanager``: it is entered several times
+    per command, and the generator machinery was a measurable share of a run."""
+
+    __slots__ = ("_outermost", "_store")
+
+    def __init__(self, store: InMemoryPersistence) -> None:
+        self._store = store
+        self._outermost = False
+
+    def __enter__(self) -> None:
+        store = self._store
+        store._lock.acquire()
+        self._outermost = store._depth == 0
+        store._depth += 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        store = self._store
+        try:
+            if self._outermost:
+                if exc_type is not None:
+                    for undo in reversed(store._undo):
+                        undo()
+                store._undo.clear()
+        finally:
+            store._depth -= 1
+            store._lock.release()
+
+
 class InMemoryPersistence:
     def __init__(self, blob_store: BlobStore | None = None) -> None:
         self._lock = threading.RLock()
@@ -54,24 +89,8 @@ class InMemoryPersistence:
         self._unpublished: dict[str, None] = {}
 
     # -- transactions ----------------------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._lock:
-            outermost = self._depth == 0
-            self._depth += 1
-            try:
-                yield
-            except BaseException:
-                if outermost:
-                    for undo in reversed(self._undo):
-                        undo()
-                    self._undo.clear()
-                raise
-            else:
-                if outermost:
-                    self._undo.clear()
-            finally:
-                self._depth -= 1
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
 
     def _set(self, table: dict[K, V], key: K, value: V) -> None:
         old: Any = table.get(key, _MISSING)
@@ -256,12 +275,12 @@ class InMemoryPersistence:
         causation_id: str | None = None,
     ) -> OutboxEvent:
         with self.transaction():
-            run = self.update_run(
-                workflow_run_id,
-                event_sequence=self.runs[workflow_run_id].event_sequence + 1
-                if workflow_run_id in self.runs
-                else 1,
-            )
+            old = self.runs.get(workflow_run_id)
+            if old is None:
+                raise RunNotFoundError(workflow_run_id)
+            # Only the sequence moves: no status or key index to touch, so skip _put_run.
+            run = old.model_copy(update={"event_sequence": old.event_sequence + 1})
+            self._set(self.runs, workflow_run_id, run)
             event = OutboxEvent(
                 id=uuid.uuid4().hex,
                 workflow_run_id=workflow_run_id,
@@ -285,13 +304,16 @@ class InMemoryPersistence:
         self, limit: int = 100, workflow_run_id: str | None = None
     ) -> list[OutboxEvent]:
         with self._lock:
-            rows = [
-                e
-                for e in self.events.values()
-                if e.published_at is None
-                and e.dlq_at is None
-                and workflow_run_id in (None, e.workflow_run_id)
-            ]
+            # Only the index of pending events is read, so a flush does not slow down as
+            # published events pile up.
+            if workflow_run_id is None:
+                rows = [self.events[eid] for eid in self._unpublished]
+            else:
+                rows = [
+                    self.events[eid]
+                    for eid in self._events_by_run.get(workflow_run_id, {})
+                    if eid in self._unpublished
+                ]
         rows.sort(key=lambda e: (e.occurred_at, e.workflow_run_id, e.sequence))
         return rows[:limit]
 
@@ -299,7 +321,12 @@ class InMemoryPersistence:
         with self.transaction():
             event = self.events[event_id].model_copy(update=changes)
             self._set(self.events, event_id, event)
-            if event.published_at is not None:
+            # The index holds exactly the events a flush may publish: not yet published and
+            # not dead-lettered (a requeue puts them back).
+            if event.published_at is None and event.dlq_at is None:
+                if event_id not in self._unpublished:
+                    self._set(self._unpublished, event_id, None)
+            else:
                 self._del(self._unpublished, event_id)
 
     def mark_event_published(self, event_id: str, at: datetime) -> None:

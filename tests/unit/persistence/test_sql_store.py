@@ -594,6 +594,58 @@ def test_nested_transactions_join_the_outer_one(either: Any) -> None:
     assert either.get_run("r2") is not None
 
 
+def test_unpublished_listing_follows_publish_dlq_requeue_and_rollback(either: Any) -> None:
+    either.insert_run(make_run("r1"))
+    either.insert_run(make_run("r0"))
+    e1 = either.append_event("r1", "a", {}, occurred_at=at(1))
+    e2 = either.append_event("r0", "b", {}, occurred_at=at(2))
+    e3 = either.append_event("r1", "c", {}, occurred_at=at(3))
+
+    def pending(run_id: str | None = None) -> list[str]:
+        return [e.id for e in either.list_unpublished_events(workflow_run_id=run_id)]
+
+    either.mark_event_published(e1.id, at(10))
+    either.record_event_failure(e3.id, "gone", 5, at(11))  # dead-lettered
+    assert pending() == [e2.id]
+    assert pending("r1") == []
+    assert either.requeue_dlq_events([e3.id]) == 1
+    assert pending() == [e2.id, e3.id]
+    assert pending("r1") == [e3.id]
+    with pytest.raises(RuntimeError), either.transaction():  # rolled back: still pending
+        either.mark_event_published(e3.id, at(12))
+        either.record_event_failure(e2.id, "gone", 5, at(12))
+        either.append_event("r0", "d", {}, occurred_at=at(0))
+        raise RuntimeError("boom")
+    assert pending() == [e2.id, e3.id]
+    assert pending("r0") == [e2.id]
+    with pytest.raises(RuntimeError), either.transaction():  # a rolled-back requeue
+        either.record_event_failure(e3.id, "gone", 5, at(13))
+        either.requeue_dlq_events([e3.id])
+        raise RuntimeError("boom")
+    assert pending() == [e2.id, e3.id]
+    either.mark_event_published(e2.id, at(14))
+    either.mark_event_published(e3.id, at(14))
+    assert pending() == []
+
+
+def test_memory_unpublished_index_holds_exactly_the_pending_events() -> None:
+    # The flush reads only this index (not every event ever written), so it must be exact.
+    mem = InMemoryPersistence()
+    mem.insert_run(make_run("r1"))
+    events = [mem.append_event("r1", str(i), {}, occurred_at=at(i)) for i in range(4)]
+    mem.mark_event_published(events[0].id, at(10))
+    mem.record_event_failure(events[1].id, "gone", 5, at(10))
+    mem.record_event_failure(events[2].id, "timeout", 1, None)
+    assert set(mem._unpublished) == {events[2].id, events[3].id}
+    with pytest.raises(RuntimeError), mem.transaction():
+        mem.requeue_dlq_events([events[1].id])
+        mem.record_event_failure(events[3].id, "gone", 5, at(11))
+        raise RuntimeError("boom")
+    assert set(mem._unpublished) == {events[2].id, events[3].id}
+    mem.requeue_dlq_events([events[1].id])
+    assert set(mem._unpublished) == {e.id for e in events[1:]}
+
+
 def test_a_failing_call_outside_a_transaction_writes_nothing(either: Any) -> None:
     with pytest.raises(RunNotFoundError):
         either.append_event("missing", "x", {}, occurred_at=at(0))
