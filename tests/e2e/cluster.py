@@ -405,6 +405,20 @@ class AirflowCluster:
                 parts.append(f"===== task log {rel} =====\n{tail(path, 25)}")
         return "\n".join(parts)
 
+    def workflow_engine(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        """``airflow workflow-engine ARGS`` against this cluster; with ``ok``, it must exit 0."""
+        done = subprocess.run(
+            [airflow_bin(), "workflow-engine", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        if ok:
+            assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done
+
     @contextlib.contextmanager
     def explain_failure(
         self, dag_id: str | None = None, run_id: str | None = None

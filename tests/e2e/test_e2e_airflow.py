@@ -295,24 +295,6 @@ def test_clear_completed_stage_reruns_it_and_downstream(cluster: AirflowCluster)
         assert [e.type for e in events].count("workflow:completed") == 2
 
 
-def workflow_engine_cli(cluster: AirflowCluster, *args: str) -> str:
-    """``airflow workflow-engine ...`` against the cluster; its stdout."""
-    import subprocess
-
-    from tests.e2e.cluster import airflow_bin
-
-    done = subprocess.run(
-        [airflow_bin(), "workflow-engine", *args],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
 def test_cli_rerun_from_a_stage_and_report(cluster: AirflowCluster) -> None:
     """``airflow workflow-engine rerun --from-stage embed`` clears embed and publish; the
     scheduler reruns them and the CLI's run and cost reports agree with the engine."""
@@ -322,7 +304,7 @@ def test_cli_rerun_from_a_stage_and_report(cluster: AirflowCluster) -> None:
         first = finished_run(cluster, DAG, run_id)
         assert first.dag_run["state"] == "success"
 
-        out = workflow_engine_cli(cluster, "rerun", DAG, run_id, "--from-stage", "embed", "-y")
+        out = cluster.workflow_engine("rerun", DAG, run_id, "--from-stage", "embed", "-y").stdout
         assert "Cleared 2 task instance(s)" in out, out
         second = finished_run(cluster, DAG, run_id)
 
@@ -334,10 +316,12 @@ def test_cli_rerun_from_a_stage_and_report(cluster: AirflowCluster) -> None:
             assert second.stages[sid].id == first.stages[sid].id
         assert second.stages["embed"].attempt == second.stages["publish"].attempt == 2
 
-        shown = json.loads(workflow_engine_cli(cluster, "runs", "show", DAG, run_id, "-o", "json"))
+        shown = json.loads(
+            cluster.workflow_engine("runs", "show", DAG, run_id, "-o", "json").stdout
+        )
         assert json.dumps(shown).count(first.kernel_run.id) >= 1
         assert "COMPLETED" in json.dumps(shown)
-        costs = workflow_engine_cli(cluster, "costs", "--dag-id", DAG, "--run-id", run_id)
+        costs = cluster.workflow_engine("costs", "--dag-id", DAG, "--run-id", run_id).stdout
         assert "mock:e2e-summarizer" in costs and "mock:e2e-classifier" in costs
 
 

@@ -131,23 +131,6 @@ def test_inline_workflow_runs_and_a_cleared_middle_stage_reruns(cluster: Airflow
         assert json.dumps(second.kernel_run.output)
 
 
-def workflow_engine_cli(cluster: AirflowCluster, *args: str) -> str:
-    import subprocess
-
-    from tests.e2e.cluster import airflow_bin
-
-    done = subprocess.run(
-        [airflow_bin(), "workflow-engine", *args],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
 DOCS = ["docs.intake", "docs.summarize", "docs.classify", "docs.embed", "docs.publish"]
 TALLY = ["tally.count", "tally.score"]
 
@@ -190,9 +173,9 @@ def test_two_workflow_task_groups_between_plain_tasks_and_a_cli_rerun_of_one(
         log = task_log(cluster, GROUPS_DAG, run_id, "tally.score", 1)
         assert "finds workflow 'e2e-tally' in DAG file 'e2e_groups.py'" in log, log[-3000:]
 
-        out = workflow_engine_cli(
-            cluster, "rerun", GROUPS_DAG, run_id, "--from-stage", "docs.embed", "-y"
-        )
+        out = cluster.workflow_engine(
+            "rerun", GROUPS_DAG, run_id, "--from-stage", "docs.embed", "-y"
+        ).stdout
         assert "Cleared 3 task instance(s)" in out, out
         again = finished(cluster, GROUPS_DAG, run_id, f"{GROUPS_DAG}/{run_id}/docs")
         tally2 = finished(cluster, GROUPS_DAG, run_id, f"{GROUPS_DAG}/{run_id}/tally")

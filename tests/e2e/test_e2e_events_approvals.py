@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import AirflowCluster, airflow_bin, e2e_marks, running_cluster
+from tests.e2e.cluster import AirflowCluster, e2e_marks, running_cluster
 
 pytestmark = e2e_marks(timeout=600, reruns=0)
 
@@ -73,20 +72,6 @@ def workflow_run(cluster: AirflowCluster, dag_id: str, run_id: str) -> Any:
         return db.get_run_by_idempotency_key(f"{dag_id}/{run_id}")
 
 
-def cli(cluster: AirflowCluster, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [airflow_bin(), "workflow-engine", *args],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if ok:
-        assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
 def lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -132,23 +117,25 @@ def test_event_plugins_get_every_event_in_order_and_the_dlq_replays(
         assert [e.type for e in events if e.dlq_at is not None] == ["workflow:completed"]
         assert all(e.published_at is not None for e in events if e.dlq_at is None)
 
-        dlq = json.loads(cli(cluster, "events", "dlq", "-o", "json").stdout)
+        dlq = json.loads(cluster.workflow_engine("events", "dlq", "-o", "json").stdout)
         assert [(d["workflow_run_id"], d["type"]) for d in dlq] == [(run.id, "workflow:completed")]
         assert "webhook down" in dlq[0]["last_error"]
-        listed = json.loads(cli(cluster, "events", "list", DOCS_DAG, run_id, "-o", "json").stdout)
+        listed = json.loads(
+            cluster.workflow_engine("events", "list", DOCS_DAG, run_id, "-o", "json").stdout
+        )
         assert [row["sequence"] for row in listed] == [e.sequence for e in events]
         assert {row["state"] for row in listed} == {"published", "dead-lettered"}
 
         # Still down: the replay fails again, says so, and the event is back in the DLQ.
-        again = cli(cluster, "events", "replay", "--workflow-run-id", run.id, ok=False)
+        again = cluster.workflow_engine("events", "replay", "--workflow-run-id", run.id, ok=False)
         assert again.returncode == 1 and "1 failed again" in again.stdout, again.stdout
         (events_dir / "flaky.broken").unlink()
-        replayed = cli(cluster, "events", "replay", DOCS_DAG, run_id).stdout
+        replayed = cluster.workflow_engine("events", "replay", DOCS_DAG, run_id).stdout
         assert "1 delivered" in replayed and "recorder, flaky" in replayed, replayed
         assert [(e["run"], e["type"]) for e in lines(events_dir / "flaky.jsonl")] == [
             (run.id, "workflow:completed")
         ]
-        assert json.loads(cli(cluster, "events", "dlq", "-o", "json").stdout) == []
+        assert json.loads(cluster.workflow_engine("events", "dlq", "-o", "json").stdout) == []
         with store(cluster) as db:
             assert db.list_unpublished_events(workflow_run_id=run.id) == []
 
@@ -167,7 +154,7 @@ def test_clear_before_the_approval_point_waits_for_a_new_approval(
     with cluster.explain_failure(APPROVAL_DAG, run_id):
         cluster.trigger(APPROVAL_DAG, {"text": "hello"}, run_id)
         cluster.wait_for_task_state(APPROVAL_DAG, run_id, "wait_for_approval", "deferred")
-        cli(cluster, "approve", APPROVAL_DAG, run_id, "--by", "alice", "--comment", "ok")
+        cluster.workflow_engine("approve", APPROVAL_DAG, run_id, "--by", "alice", "--comment", "ok")
         assert cluster.wait_for_run(APPROVAL_DAG, run_id, RUN_TIMEOUT)["state"] == "success"
         first = workflow_run(cluster, APPROVAL_DAG, run_id)
         assert first.status.value == "COMPLETED"
@@ -187,7 +174,9 @@ def test_clear_before_the_approval_point_waits_for_a_new_approval(
             assert state.decision is None and state.voided[0][0].approver == "alice"
             assert db.get_run(first.id).status.value == "RUNNING"
 
-        cli(cluster, "approve", APPROVAL_DAG, run_id, "--by", "bob", "--comment", "re-checked")
+        cluster.workflow_engine(
+            "approve", APPROVAL_DAG, run_id, "--by", "bob", "--comment", "re-checked"
+        )
         assert cluster.wait_for_run(APPROVAL_DAG, run_id, RUN_TIMEOUT)["state"] == "success"
         event = cluster.xcom(APPROVAL_DAG, run_id, "wait_for_approval")
         assert event["details"]["approver"] == "bob"
