@@ -18,23 +18,14 @@ import json
 import sys
 from typing import Any
 
-#: Illustrative prices (USD per million tokens) for the example's mock models: mock calls are
-#: free unless a price is registered, and a cost table of zeros would show nothing.
-DEMO_PRICES = {
-    "mock:summarizer": (0.25, 2.0),
-    "mock:classifier": (0.10, 0.40),
-    "mock:embedder": (0.05, 0.20),
-}
+# The prices belong to the example (its module registers them in every process that runs a
+# stage); re-exported here, where they used to live.
+from airflow_workflow_engine.examples.document_pipeline import (
+    DEMO_PRICES,
+    register_demo_prices,
+)
 
-
-def register_demo_prices() -> None:
-    """Registers :data:`DEMO_PRICES` in this process. The example workflow's module calls it,
-    so every process that runs its stages prices the mock calls the same way: Airflow's task
-    processes, and the triggerer that collects ``embed``'s batch."""
-    from airflow_workflow_engine.ai.prices import register_model
-
-    for key, (input_price, output_price) in DEMO_PRICES.items():
-        register_model(key, input_per_mtok=input_price, output_per_mtok=output_price)
+__all__ = ["DEMO_PRICES", "build_parser", "main", "register_demo_prices", "run_in_process"]
 
 
 def _short(value: Any, width: int = 96) -> str:

@@ -17,7 +17,9 @@
 6. prints each stage from the kernel's tables, the annotations, the output and the AI cost
    table from the ledger, then stops every process it started (also on Ctrl-C or failure).
 
-:class:`EmbeddedAirflow` is reusable (the Airflow benchmark starts one too).
+The embedded Airflow itself (home, environment, processes, REST API) is
+:class:`airflow_workflow_engine.testing.cluster.EmbeddedAirflow`, shared with the end-to-end
+tests and the Airflow benchmark; this module is the demo's script on top of it.
 """
 
 from __future__ import annotations
@@ -26,21 +28,20 @@ import argparse
 import contextlib
 import json
 import os
-import secrets
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 import types
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from airflow_workflow_engine.testing.cluster import (
+    ADMIN_USER,
+    COMPONENTS,
+    ClusterError,
+    EmbeddedAirflow,
+)
 
 __all__ = [
     "DEMO_DAG_ID",
@@ -55,55 +56,11 @@ DEMO_DAG_ID = "document_pipeline"
 DEMO_WORKFLOW_ID = "document-pipeline"
 #: The demo approves the run once this task is done (the content to review exists).
 REVIEWED_TASK_ID = "embed"
-ADMIN_USER = "admin"
-#: Every Airflow process the demo starts (the api-server serves the UI, the REST API and the
-#: execution API that task processes talk to).
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-_HEALTH_KEYS = {
-    "scheduler": "scheduler",
-    "dag-processor": "dag_processor",
-    "triggerer": "triggerer",
-}
-_MARKER = ".wfe-demo-home"
-_TOKEN_VARIABLE = "WFE_EMBEDDED_AIRFLOW"
 _TERMINAL = frozenset({"success", "failed"})
 
 
-class DemoError(RuntimeError):
+class DemoError(ClusterError):
     """The demo cannot go on; the message says why and what to look at."""
-
-
-def _free_port(preferred: int | None = None) -> int:
-    candidates = [preferred] if preferred else []
-    for port in [*candidates, 0]:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            found: int = sock.getsockname()[1]
-            return found
-    raise DemoError("no free TCP port on 127.0.0.1")
-
-
-def _airflow_bin() -> str:
-    beside = Path(sys.executable).with_name("airflow")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("airflow")
-    if found is None:
-        raise DemoError(
-            "the 'airflow' command is not installed: install the 'airflow' extra "
-            "(pip install -e '.[airflow]'), or run the demo without Airflow: "
-            "python -m airflow_workflow_engine.demo --in-process"
-        )
-    return found
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    if not path.exists():
-        return f"({path} does not exist)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def default_dags_folder() -> Path:
@@ -118,286 +75,6 @@ def default_dags_folder() -> Path:
         "cannot find dags_examples/document_pipeline_dag.py next to the package or in the "
         "working directory: run the demo from the source tree, or pass --dags-folder."
     )
-
-
-@dataclass
-class EmbeddedAirflow:
-    """An Airflow of its own in ``home``: SQLite, LocalExecutor, everything on 127.0.0.1.
-
-    ``prepare`` writes the home and the environment, ``migrate`` creates the tables, ``start``
-    starts the processes (each in its own process group), ``stop`` ends them all.
-    """
-
-    home: Path
-    dags_folder: Path
-    port: int
-    password: str
-    env: dict[str, str]
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _token: str | None = None
-
-    # -- setup ------------------------------------------------------------------------------
-    @classmethod
-    def prepare(
-        cls,
-        home: Path,
-        dags_folder: Path,
-        *,
-        port: int | None = None,
-        parallelism: int = 4,
-        fresh: bool = True,
-        extra_env: Mapping[str, str] | None = None,
-    ) -> EmbeddedAirflow:
-        """Creates (``fresh``: re-creates) the home and the processes' environment."""
-        home = home.resolve()
-        if fresh and home.exists():
-            if any(home.iterdir()) and not (home / _MARKER).exists():
-                raise DemoError(
-                    f"{home} exists and is not a demo home (no {_MARKER} file): not deleting "
-                    "it. Pick another --home."
-                )
-            shutil.rmtree(home)
-        home.mkdir(parents=True, exist_ok=True)
-        (home / _MARKER).write_text("created by airflow_workflow_engine.demo_airflow\n")
-        password_file = home / "simple_auth_manager_passwords.json"
-        if password_file.exists():
-            password = str(json.loads(password_file.read_text())[ADMIN_USER])
-        else:
-            password = secrets.token_urlsafe(12)
-            password_file.write_text(json.dumps({ADMIN_USER: password}) + "\n")
-            password_file.chmod(0o600)
-        chosen = _free_port(8080 if port is None else port)  # 0: any free port
-        if port and chosen != port:
-            raise DemoError(f"port {port} on 127.0.0.1 is in use: pick another --port.")
-        base = f"http://127.0.0.1:{chosen}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update(
-            {
-                "AIRFLOW_HOME": str(home),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder.resolve()),
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(chosen),
-                "AIRFLOW__API__BASE_URL": base,
-                "AIRFLOW__API__WORKERS": "1",
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-                "AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/engine.db",
-                "AIRFLOW__WORKFLOW_ENGINE__BLOB_STORE": str(home / "blobs"),
-                # Airflow's SQLite warning about concurrency is expected here: say it once.
-                "PYTHONWARNINGS": env.get("PYTHONWARNINGS", "ignore::DeprecationWarning"),
-            }
-        )
-        env.update(extra_env or {})
-        env[_TOKEN_VARIABLE] = secrets.token_hex(8)  # marks the processes started from here
-        return cls(home=home, dags_folder=dags_folder, port=chosen, password=password, env=env)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def engine_url(self) -> str:
-        return self.env["AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN"]
-
-    @property
-    def blob_root(self) -> Path:
-        return Path(self.env["AIRFLOW__WORKFLOW_ENGINE__BLOB_STORE"])
-
-    def airflow(
-        self, args: Sequence[str], timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]:
-        """Runs one ``airflow`` command in this home; raises with its output on failure."""
-        done = subprocess.run(
-            [_airflow_bin(), *args],
-            env=self.env,
-            cwd=self.home,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise DemoError(
-                f"`airflow {' '.join(args)}` failed (exit {done.returncode}):\n"
-                f"{(done.stdout + done.stderr)[-4000:]}"
-            )
-        return done
-
-    def migrate(self) -> None:
-        """``airflow db migrate``: Airflow's tables, then the engine's (its DB manager)."""
-        self.airflow(["db", "migrate"])
-
-    def start(self, components: Sequence[str] = COMPONENTS) -> None:
-        """Starts the processes; each writes ``<home>/<name>.log``."""
-        args = {
-            "api-server": ["api-server", "-H", "127.0.0.1", "-p", str(self.port), "-w", "1"],
-            "scheduler": ["scheduler", "--skip-serve-logs"],
-            "dag-processor": ["dag-processor"],
-            "triggerer": ["triggerer", "--skip-serve-logs"],
-        }
-        for name in components:
-            log = (self.home / f"{name}.log").open("wb")
-            try:
-                self.processes[name] = subprocess.Popen(
-                    [_airflow_bin(), *args[name]],
-                    env=self.env,
-                    cwd=self.home,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # its own process group: stopped as a whole
-                )
-            finally:
-                log.close()
-
-    def stop(self, timeout: float = 30) -> list[str]:
-        """Stops every started process and its children; returns the names stopped."""
-        stopped = []
-        for name, proc in self.processes.items():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                stopped.append(name)
-        deadline = time.monotonic() + timeout
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        # Children that outlived their leader (task processes): the leaders are reaped now,
-        # so their pids may belong to someone else; kill only processes of this home.
-        for pid in self.leftover_pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        self.processes.clear()
-        return stopped
-
-    def leftover_pids(self) -> list[int]:
-        """Live processes this object started, and their children: they carry its
-        ``WFE_EMBEDDED_AIRFLOW`` token in their environment (Linux ``/proc``; else none)."""
-        wanted = f"{_TOKEN_VARIABLE}={self.env[_TOKEN_VARIABLE]}".encode()
-        found: list[int] = []
-        proc_root = Path("/proc")
-        if not proc_root.is_dir():
-            return found
-        for entry in proc_root.iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes()
-            except OSError:  # gone meanwhile, or not ours to read
-                continue
-            if wanted in environ.split(b"\0"):
-                found.append(int(entry.name))
-        return found
-
-    def check_alive(self) -> None:
-        for name, proc in self.processes.items():
-            if proc.poll() is not None:
-                raise DemoError(
-                    f"airflow {name} exited with code {proc.returncode}; the end of "
-                    f"{self.home / (name + '.log')}:\n{_tail(self.home / (name + '.log'))}"
-                )
-
-    def wait_healthy(self, timeout: float = 180) -> None:
-        """Until the api-server answers and every started component reports healthy."""
-        wanted = [_HEALTH_KEYS[n] for n in self.processes if n in _HEALTH_KEYS]
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                last = self.request("GET", "/api/v2/monitor/health", auth=False)
-            except DemoError:
-                last = None
-            if isinstance(last, dict) and all(
-                (last.get(key) or {}).get("status") == "healthy" for key in wanted
-            ):
-                return
-            time.sleep(1)
-        raise DemoError(f"Airflow did not become healthy in {timeout:.0f}s: {last}")
-
-    # -- REST API ---------------------------------------------------------------------------
-    def token(self) -> str:
-        """A JWT for the admin user (``POST /auth/token`` of the simple auth manager)."""
-        if self._token is None:
-            body = {"username": ADMIN_USER, "password": self.password}
-            answer = self.request("POST", "/auth/token", body, auth=False)
-            self._token = str(answer["access_token"])
-        return self._token
-
-    def request(
-        self, method: str, path: str, body: Any = None, *, auth: bool = True, timeout: float = 30
-    ) -> Any:
-        """One JSON request to the api-server; HTTP errors raise :class:`DemoError`."""
-        headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token()}"
-        req = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:2000]
-            raise DemoError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
-        except OSError as exc:  # refused, reset, timed out
-            raise DemoError(f"{method} {path}: the api-server did not answer: {exc}") from None
-        return json.loads(raw) if raw else None
-
-    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
-        """Until the dag-processor has parsed ``dag_id``; import errors end the wait."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                self.request("GET", f"/api/v2/dags/{dag_id}")
-                return
-            except DemoError as exc:
-                if "HTTP 404" not in str(exc):
-                    raise
-            errors = self.request("GET", "/api/v2/importErrors").get("import_errors", [])
-            if errors:
-                listed = "\n".join(f"{e['filename']}:\n{e['stack_trace']}" for e in errors)
-                raise DemoError(f"the DAG files have import errors:\n{listed}")
-            time.sleep(1)
-        raise DemoError(
-            f"DAG {dag_id!r} did not appear in {timeout:.0f}s; see "
-            f"{self.home / 'dag-processor.log'}:\n{_tail(self.home / 'dag-processor.log')}"
-        )
-
-    def trigger(self, dag_id: str, conf: Mapping[str, Any]) -> str:
-        """Unpauses ``dag_id`` and creates a DAG run with ``conf``; returns its run id."""
-        self.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-        run = self.request(
-            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": dict(conf)}
-        )
-        return str(run["dag_run_id"])
-
-    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        quoted = urllib.parse.quote(run_id, safe="")
-        found: dict[str, Any] = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")
-        return found
-
-    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
-        quoted = urllib.parse.quote(run_id, safe="")
-        answer = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances")
-        return {ti["task_id"]: ti for ti in answer.get("task_instances", [])}
 
 
 # -- the engine's side (no Airflow import: the kernel over the demo's engine.db) -------------
@@ -588,7 +265,15 @@ def run_demo(args: argparse.Namespace) -> int:
 
     try:
         dags = args.dags_folder or default_dags_folder()
-        airflow = EmbeddedAirflow.prepare(args.home, dags, port=args.port)
+        airflow = EmbeddedAirflow.prepare(
+            args.home,
+            dags,
+            port=args.port,
+            # Airflow's SQLite warning about concurrency is expected here: say it once.
+            extra_env={
+                "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore::DeprecationWarning")
+            },
+        )
         step(f"Airflow home {airflow.home} (SQLite; DAGs from {dags})")
         step("airflow db migrate (Airflow's tables, then the engine's wfe_ tables)")
         airflow.migrate()
@@ -600,8 +285,8 @@ def run_demo(args: argparse.Namespace) -> int:
             f"\n    workflow runs and AI spend: {airflow.url}/workflow-engine/runs\n",
             flush=True,
         )
-        airflow.wait_for_dag(DEMO_DAG_ID)
-        run_id = airflow.trigger(DEMO_DAG_ID, run_input)
+        airflow.wait_for_dag(DEMO_DAG_ID)  # and unpauses it
+        run_id = str(airflow.trigger(DEMO_DAG_ID, run_input)["dag_run_id"])
         step(f"triggered DAG {DEMO_DAG_ID!r} through the REST API: run {run_id}")
         print(f"    follow it in the UI: {airflow.url}/dags/{DEMO_DAG_ID}/runs/{run_id}")
         workflow_page = f"{airflow.url}/workflow-engine/dags/{DEMO_DAG_ID}/runs/{run_id}"
@@ -617,7 +302,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 airflow.check_alive()
                 time.sleep(2)
         return code
-    except DemoError as exc:
+    except ClusterError as exc:  # DemoError included
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         if airflow is not None:
             print(f"logs: {airflow.home}/*.log and {airflow.home}/logs/", file=sys.stderr)
@@ -626,7 +311,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
-        if airflow is not None and airflow.processes:
+        if airflow is not None and airflow.started:
             step("stopping the Airflow processes")
             stopped = airflow.stop(timeout=20)
             if stopped:

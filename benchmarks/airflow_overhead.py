@@ -38,7 +38,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from airflow_workflow_engine.demo_airflow import EmbeddedAirflow
+from airflow_workflow_engine.testing.cluster import EmbeddedAirflow
 
 WORK_FUNCTION = """
 import hashlib
@@ -159,7 +159,7 @@ def _write_dags(folder: Path, n: int, work: int) -> None:
 
 
 def _run_once(airflow: EmbeddedAirflow, dag_id: str, timeout: float) -> dict[str, float]:
-    run_id = airflow.trigger(dag_id, {})
+    run_id = str(airflow.trigger(dag_id, {})["dag_run_id"])
     deadline = time.monotonic() + timeout
     while True:
         run = airflow.dag_run(dag_id, run_id)

@@ -30,14 +30,13 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG
 
 from airflow_workflow_engine.dag import params_from_model
-from airflow_workflow_engine.demo import register_demo_prices
 from airflow_workflow_engine.examples import document_pipeline as example
 from airflow_workflow_engine.operators import AsyncBatchStageOperator, StageOperator
 from airflow_workflow_engine.sensors import ApprovalSensor
 
 # Illustrative prices for the mock models, so that the cost table shows money (mock calls
 # are free otherwise). Remove this line when the stages call real models.
-register_demo_prices()
+example.register_demo_prices()
 
 workflow = example.document_pipeline
 

@@ -26,9 +26,26 @@ from airflow_workflow_engine.ai.batch_stage import define_ai_batch_stage
 from airflow_workflow_engine.ai.providers.base import BatchRequest
 from airflow_workflow_engine.ai.results import BatchItem
 from airflow_workflow_engine.conventions import Decision
-from airflow_workflow_engine.demo import register_demo_prices
 
-# Illustrative prices for the mock models, so the cost table shows something (see demo.py).
+#: Illustrative prices (USD per million tokens) for the example's mock models: mock calls are
+#: free unless a price is registered, and a cost table of zeros would show nothing.
+DEMO_PRICES = {
+    "mock:summarizer": (0.25, 2.0),
+    "mock:classifier": (0.10, 0.40),
+    "mock:embedder": (0.05, 0.20),
+}
+
+
+def register_demo_prices() -> None:
+    """Registers :data:`DEMO_PRICES` in this process. This module calls it on import, so every
+    process that runs the stages prices the mock calls the same way: Airflow's task
+    processes, and the triggerer that collects ``embed``'s batch."""
+    from airflow_workflow_engine.ai.prices import register_model
+
+    for key, (input_price, output_price) in DEMO_PRICES.items():
+        register_model(key, input_per_mtok=input_price, output_per_mtok=output_price)
+
+
 register_demo_prices()
 
 

@@ -196,8 +196,6 @@ def test_two_workflow_task_groups_between_plain_tasks_and_a_cli_rerun_of_one(
         }
 
         # The UI's page of a group's run, by DAG run + group.
-        page = cluster._request(
-            "GET", f"/workflow-engine/api/dags/{GROUPS_DAG}/runs/{run_id}/tally"
-        )
+        page = cluster.request("GET", f"/workflow-engine/api/dags/{GROUPS_DAG}/runs/{run_id}/tally")
         assert page["workflow_run_id"] == tally.kernel_run.id
         assert (page["dag_id"], page["dag_run_id"]) == (GROUPS_DAG, run_id)

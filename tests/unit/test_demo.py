@@ -45,3 +45,19 @@ def test_demo_rejects_bad_input_with_field_name() -> None:
 
     with pytest.raises(InputValidationError, match="text: Field required"):
         demo.main(["--in-process", "--input", '{"title": "x"}'])
+
+
+def test_example_workflow_does_not_import_the_demo() -> None:
+    """The example is plain workflow definitions; the demo imports it, never the reverse."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow_workflow_engine.examples.document_pipeline as example; "
+        "assert example.DEMO_PRICES; "
+        "print(sorted(m for m in sys.modules if m.startswith('airflow_workflow_engine.demo')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
