@@ -4,7 +4,10 @@ in-memory exporter), with no prompt or response text, and only after the ledger 
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +23,7 @@ from airflow_workflow_engine.ai.helper import AIHelper
 from airflow_workflow_engine.ai.ledger import InMemoryLedger, LedgerEntry
 from airflow_workflow_engine.ai.providers import OpenAIAdapter
 from airflow_workflow_engine.ai.telemetry import add_call_observer, remove_call_observer
-from airflow_workflow_engine.hooks.telemetry import AirflowCallTelemetry
+from airflow_workflow_engine.hooks.telemetry import AirflowCallTelemetry, install_call_telemetry
 from airflow_workflow_engine.testing.fake_llm import FakeLLMServer
 from tests.fake_llm_fixtures import fake_llm
 from tests.integration.airflow.fixtures import AirflowEnv, airflow_env
@@ -107,13 +110,12 @@ def spans() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-def observer() -> Iterator[AirflowCallTelemetry]:
-    telemetry = AirflowCallTelemetry()
-    add_call_observer(telemetry)
-    try:
-        yield telemetry
-    finally:
-        remove_call_observer(telemetry)
+def observer() -> AirflowCallTelemetry:
+    # Process-wide and installed once, as under Airflow (other tests may have installed it
+    # already by building an AirflowAIFactory).
+    telemetry = install_call_telemetry()
+    assert telemetry is not None
+    return telemetry
 
 
 def _helper(fake_llm: FakeLLMServer, ledger: InMemoryLedger, **identity: str | int) -> AIHelper:
@@ -229,6 +231,20 @@ def test_a_failing_observer_costs_no_ledger_row(fake_llm: FakeLLMServer) -> None
         remove_call_observer(broken)
     assert len(ledger.entries("run-b")) == 1
     assert len(fake_llm.requests_to("chat/completions")) == 1
+
+
+@pytest.mark.parametrize(("setting", "installed"), [("False", False), ("True", True)])
+def test_ai_metrics_setting_turns_reporting_off(setting: str, installed: bool) -> None:
+    code = (
+        "from airflow_workflow_engine.hooks.telemetry import install_call_telemetry\n"
+        "from airflow_workflow_engine.ai.telemetry import call_observers\n"
+        "print(install_call_telemetry() is not None, len(call_observers()))\n"
+    )
+    env = {**os.environ, "AIRFLOW__WORKFLOW_ENGINE__AI_METRICS": setting}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[-2:] == [str(installed), "1" if installed else "0"]
 
 
 _DAG_FILE = """
