@@ -93,6 +93,15 @@ _CONFIG: dict[str, Any] = {
                 "5",
                 type="integer",
             ),
+            "ai_metrics": _option(
+                "Report every AI call (one per ledger row) through Airflow's metrics "
+                "([metrics]: StatsD, Datadog or OpenTelemetry) as workflow_engine.ai.* and "
+                "as an OpenTelemetry span with the GenAI semantic-convention attributes. "
+                "No prompt or response text is sent.",
+                "True",
+                "False",
+                type="boolean",
+            ),
             "llm_conn_ids": _option(
                 "Which Airflow connections hold the credentials of each model provider used by "
                 "ctx.ai, as provider=conn_id pairs (several ids: a|b, the first that exists "

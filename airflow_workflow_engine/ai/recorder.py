@@ -23,6 +23,7 @@ from airflow_workflow_engine.ai.models import ModelKey
 from airflow_workflow_engine.ai.prices import CallCost, cost_of_call
 from airflow_workflow_engine.ai.prompts import PromptPolicy, apply_prompt_policy, mask_error
 from airflow_workflow_engine.ai.retry import call_with_retries
+from airflow_workflow_engine.ai.telemetry import notify_call_recorded
 from airflow_workflow_engine.errors import BudgetExceededError
 
 __all__ = ["CallIdentity", "CallRecorder", "RetryPolicy", "Usage"]
@@ -350,6 +351,7 @@ class CallRecorder:
                 entry.model_dump_json(exclude={"prompt", "response"}),
             )
         self._account(entry)
+        notify_call_recorded(entry)  # metrics and traces: after the row, never raising
 
     def _account(self, entry: LedgerEntry) -> None:
         """Budget accounting and the log line, after the row is written."""

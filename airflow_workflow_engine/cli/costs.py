@@ -106,7 +106,8 @@ def _row_json(row: RollupRow) -> dict[str, Any]:
         "output_tokens": row.output_tokens,
         "cached_tokens": row.cached_tokens,
         "total_tokens": row.total_tokens,
-        "cost": float(row.cost),
+        # Exact: a decimal string ("0.0000436"), never a float such as 4.36e-05.
+        "cost": format(row.cost.normalize(), "f"),
         "unpriced_calls": row.unpriced_calls,
     }
 

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.sdk import BaseHook
 
 from airflow_workflow_engine.errors import WorkflowEngineError
+from airflow_workflow_engine.hooks.telemetry import install_call_telemetry
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -383,6 +384,7 @@ class AirflowAIFactory:
     ) -> None:
         self.ledger = ledger
         self._persistence = persistence
+        install_call_telemetry()  # AI calls in Airflow's metrics and traces too
         self._given = providers
         self._lookup = lookup
         self._get_connection = get_connection

@@ -7,10 +7,12 @@ Built from the kernel's records and the ledger's rows; no Airflow, no SQL here.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from airflow_workflow_engine.ai.ledger import money
 from airflow_workflow_engine.cli._common import preview
 from airflow_workflow_engine.plugins.ui.queries import split_key
 
@@ -46,8 +48,17 @@ def _seconds(started: datetime | None, ended: datetime | None) -> float | None:
     return round((ended - started).total_seconds(), 3)
 
 
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
+#: US dollars, exact: a decimal string in JSON (``"0.0000436"``), never a float or an
+#: exponent (``4.36e-05``), so a client sums what the ledger holds.
+Money = Annotated[
+    Decimal,
+    PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str, when_used="json"),
+]
+
+
+def _money(value: Any) -> Decimal | None:
+    """A ledger amount as a Decimal (run totals are floats: by their shortest repr)."""
+    return None if value is None else money(value)
 
 
 def _int(value: Any) -> int | None:
@@ -69,7 +80,7 @@ class RunSummary(_Model):
     completed_at: datetime | None = None
     duration_seconds: float | None = None
     #: AI spend of the run in US dollars (priced calls only) and its input + output tokens.
-    total_cost: float = 0.0
+    total_cost: Money = Decimal(0)
     total_tokens: int = 0
 
     @classmethod
@@ -86,7 +97,7 @@ class RunSummary(_Model):
             started_at=run.started_at,
             completed_at=run.completed_at,
             duration_seconds=_seconds(run.started_at, run.completed_at),
-            total_cost=run.total_cost,
+            total_cost=_money(run.total_cost) or Decimal(0),
             total_tokens=run.total_tokens,
         )
 
@@ -115,7 +126,7 @@ class Stage(_Model):
     completed_at: datetime | None = None
     duration_seconds: float | None = None
     #: From the stage's metrics (rolled up from the ledger).
-    ai_cost: float | None = None
+    ai_cost: Money | None = None
     ai_tokens: int | None = None
     #: Compact JSON of the output, cut short; ``output_ref`` is the blob key of a large one.
     output_preview: str | None = None
@@ -136,7 +147,7 @@ class Stage(_Model):
             started_at=stage.started_at,
             completed_at=stage.completed_at,
             duration_seconds=_seconds(stage.started_at, stage.completed_at),
-            ai_cost=_float(metrics.get("ai_cost")),
+            ai_cost=_money(metrics.get("ai_cost")),
             ai_tokens=_int(metrics.get("ai_tokens")),
             output_preview=None if stage.output is None else preview(stage.output, preview_chars),
             output_ref=stage.output_ref,
@@ -189,7 +200,7 @@ class AICall(_Model):
     cached_tokens: int
     total_tokens: int
     #: US dollars; ``None`` when the model's price is unknown.
-    cost: float | None = None
+    cost: Money | None = None
     latency_ms: int | None = None
     status: str
     error: str | None = None
@@ -211,7 +222,7 @@ class AICall(_Model):
             output_tokens=entry.output_tokens,
             cached_tokens=entry.cached_tokens,
             total_tokens=entry.total_tokens,
-            cost=_float(entry.cost),
+            cost=entry.cost,
             latency_ms=entry.latency_ms,
             status=entry.status,
             error=entry.error,
@@ -253,7 +264,7 @@ class RunDetail(RunSummary):
     ai_calls: list[AICall] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
     #: Sum of the priced ledger rows of the run, and how many rows had no price.
-    ai_calls_cost: float = 0.0
+    ai_calls_cost: Money = Decimal(0)
     ai_calls_unpriced: int = 0
 
 
@@ -269,7 +280,7 @@ class CostRow(_Model):
     output_tokens: int = 0
     cached_tokens: int = 0
     total_tokens: int = 0
-    cost: float = 0.0
+    cost: Money = Decimal(0)
     #: Calls without a known price: they add nothing to ``cost``.
     unpriced_calls: int = 0
 
@@ -285,7 +296,7 @@ class CostRow(_Model):
             output_tokens=row.output_tokens,
             cached_tokens=row.cached_tokens,
             total_tokens=row.total_tokens,
-            cost=float(row.cost),
+            cost=_money(row.cost) or Decimal(0),
             unpriced_calls=row.unpriced_calls,
         )
 

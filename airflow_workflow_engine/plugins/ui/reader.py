@@ -104,7 +104,7 @@ class EngineReader:
             annotations=[Annotation.of(a) for a in self.store.list_annotations(run.id)],
             ai_calls=[AICall.of(c) for c in calls],
             events=[Event.of(e) for e in self.store.list_events(run.id)],
-            ai_calls_cost=float(money(sum(priced, start=money(0)))),
+            ai_calls_cost=money(sum(priced, start=money(0))),
             ai_calls_unpriced=len(calls) - len(priced),
         )
 

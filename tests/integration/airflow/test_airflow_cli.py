@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from airflow_workflow_engine.ai.ledger import money
 from airflow_workflow_engine.kernel.status import Status
 from tests.integration.airflow.fixtures import (
     AIRFLOW_MARKS,
@@ -251,7 +252,8 @@ def test_costs_agree_with_the_ledger(airflow_env: AirflowEnv, hand_wired: DagRun
     assert total["calls"] == len(entries) == 2
     assert total["input_tokens"] == sum(e.input_tokens for e in entries)
     assert total["output_tokens"] == sum(e.output_tokens for e in entries)
-    assert total["cost"] == pytest.approx(float(sum(e.cost or 0 for e in entries)))
+    spent = money(sum((e.cost for e in entries if e.cost is not None), start=0))
+    assert total["cost"] == format(spent.normalize(), "f")
     assert total["total_tokens"] == run.total_tokens
 
     # The DAG's spend over every run, as a table, matches the ledger's roll-up.

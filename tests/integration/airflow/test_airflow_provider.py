@@ -80,9 +80,11 @@ def test_provider_info_matches_airflows_schema() -> None:
         "ai_run_max_cost",
         "event_plugins",
         "event_max_retries",
+        "ai_metrics",
     }
     assert options["sql_alchemy_conn"]["sensitive"] is True
     assert options["ai_run_max_cost"]["type"] == "float"
+    assert options["ai_metrics"]["type"] == "boolean"
     assert all(o["description"] for o in options.values())
     # Every module and class it names imports.
     from airflow.sdk._shared.module_loading import import_string

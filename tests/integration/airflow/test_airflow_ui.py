@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -77,6 +78,15 @@ class OneDagAuthManager(SimpleAuthManager):
 
 
 # -- in process ------------------------------------------------------------------------------
+
+
+def _usd(value: object) -> str:
+    """How the UI's JSON carries an amount: the exact decimal as a plain string."""
+    from airflow_workflow_engine.ai.ledger import money
+
+    text = format(money(value).normalize(), "f")  # type: ignore[arg-type]
+    assert re.fullmatch(r"\d+(\.\d+)?", text), text
+    return text
 
 
 def test_plugin_mounts_the_pages_and_adds_ui_entries() -> None:
@@ -404,7 +414,7 @@ def test_runs_api_lists_the_engines_runs_newest_first(ui: UI) -> None:
         "started_at": row["started_at"],
         "completed_at": row["completed_at"],
         "duration_seconds": round((run.completed_at - run.started_at).total_seconds(), 3),
-        "total_cost": run.total_cost,
+        "total_cost": _usd(run.total_cost),
         "total_tokens": run.total_tokens,
     }
     assert run.total_tokens > 0
@@ -464,7 +474,7 @@ def test_run_api_returns_stages_annotations_ledger_and_events(ui: UI) -> None:
             s.execution_group,
             s.status.value,
             s.attempt,
-            s.metrics.get("ai_cost"),
+            None if s.metrics.get("ai_cost") is None else _usd(s.metrics["ai_cost"]),
             s.metrics.get("ai_tokens"),
         )
         for s in stages
@@ -481,9 +491,13 @@ def test_run_api_returns_stages_annotations_ledger_and_events(ui: UI) -> None:
     ] == [(c.id, c.model_key, c.task_id, c.attempt, c.input_tokens, c.output_tokens) for c in calls]
     assert {c["model_key"] for c in detail["ai_calls"]} == {"mock:summarizer", "mock:classifier"}
     assert all("prompt" not in c and "response" not in c for c in detail["ai_calls"])
-    assert detail["ai_calls_cost"] == pytest.approx(
-        float(sum((c.cost for c in calls if c.cost is not None), start=0))
+    assert detail["ai_calls_cost"] == _usd(
+        sum((c.cost for c in calls if c.cost is not None), start=0)
     )
+    # Money is exact in JSON: decimal strings, as the ledger holds them, never floats.
+    assert [c["cost"] for c in detail["ai_calls"]] == [
+        None if c.cost is None else _usd(c.cost) for c in calls
+    ]
     assert [(e["sequence"], e["type"]) for e in detail["events"]] == [
         (e.sequence, e.type) for e in events
     ]
@@ -520,12 +534,10 @@ def test_costs_api_rolls_up_the_ledger(ui: UI) -> None:
         assert {r["key"]: (r["calls"], r["total_tokens"]) for r in rows} == {
             k: (v.calls, v.total_tokens) for k, v in expected.items()
         }
-        assert {r["key"]: r["cost"] for r in rows} == pytest.approx(
-            {k: float(v.cost) for k, v in expected.items()}
-        )
+        assert {r["key"]: r["cost"] for r in rows} == {k: _usd(v.cost) for k, v in expected.items()}
     assert {"mock:summarizer", "mock:classifier"} <= set(by_model)
     assert report["total"]["calls"] == total.calls
-    assert report["total"]["cost"] == pytest.approx(float(total.cost))
+    assert report["total"]["cost"] == _usd(total.cost)
     assert [r["key"] for r in report["by_day"]] == sorted(by_day, reverse=True)
     assert ui.get("/workflow-engine/api/costs?since=2999-01-01")["total"]["calls"] == 0
     code, body, _ = ui.request("GET", "/workflow-engine/api/costs?since=yesterday-ish")
