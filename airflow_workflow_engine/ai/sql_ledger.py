@@ -42,6 +42,7 @@ from airflow_workflow_engine.ai.ledger import (
 from airflow_workflow_engine.persistence.sql.engine import (
     BEGIN_MODE_OPTION,
     EngineSource,
+    current_connection,
     describe_url,
     make_engine,
 )
@@ -87,6 +88,16 @@ class SqlLedger:
 
     @contextmanager
     def _tx(self, *, write: bool) -> Iterator[Connection]:
+        outer = None if write else current_connection(self._engine)
+        if outer is not None:
+            # A read while the kernel holds a transaction on the same engine (the outcome
+            # transaction reads the totals): join it rather than open a second connection.
+            # Writes never join: a call's cost commits on its own, whatever the stage does.
+            try:
+                yield outer
+            except _DB_ERRORS as err:
+                raise translate_error(err, self._engine.url) from err
+            return
         try:
             conn = self._engine.connect()
         except _DB_ERRORS as err:

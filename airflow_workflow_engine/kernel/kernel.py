@@ -270,11 +270,18 @@ class Kernel:
         except Exception:
             logger.exception("could not mark the AI ledger rows of %s/%s", run_id, stage_id)
 
-    def refresh_run_ai_totals(self, run_id: str) -> None:
-        """Copies the ledger's run totals onto the run record (inside the caller's transaction)."""
+    def refresh_run_ai_totals(self, run_id: str, current: RunRecord | None = None) -> None:
+        """Copies the ledger's run totals onto the run record (inside the caller's transaction).
+
+        ``current``: the run as read in this transaction; when its totals are already the
+        ledger's (a stage that made no model call), nothing is written.
+        """
         changes = self.run_ai_totals(run_id)
-        if changes:
-            self.persistence.update_run(run_id, **changes)
+        if not changes:
+            return
+        if current is not None and all(getattr(current, k) == v for k, v in changes.items()):
+            return
+        self.persistence.update_run(run_id, **changes)
 
     # -- stage data ------------------------------------------------------------------------
     def store_output(self, run_id: str, stage_id: str, value: Any) -> dict[str, Any]:

@@ -55,10 +55,12 @@ def _replay(k: Kernel, cmd: JobExecute, rec: StageRecord) -> JobExecuteResult:
     return _result(cmd, "suspended", rec.attempt, next_poll_at=rec.next_poll_at, replayed=True)
 
 
-def _ensure_stage(k: Kernel, run: RunRecord, wf: Workflow, stage_id: str) -> StageRecord:
-    """The stage row, created if this delivery got here before ``run.transition`` (hosts such
-    as Airflow start a group's tasks themselves). Earlier groups must be complete."""
-    rec = k.persistence.get_stage(run.id, stage_id)
+def _ensure_stage(
+    k: Kernel, run: RunRecord, wf: Workflow, stage_id: str, rec: StageRecord | None
+) -> StageRecord:
+    """The stage row ``rec`` (as read), created if this delivery got here before
+    ``run.transition`` (hosts such as Airflow start a group's tasks themselves). Earlier
+    groups must be complete."""
     if rec is not None:
         return rec
     number = wf.group_of(stage_id)
@@ -93,7 +95,7 @@ def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
         if run.status not in _ACTIVE_RUN:
             # Cancelled or failed before this delivery started: nothing to run.
             return _result(cmd, "cancelled", rec.attempt if rec else 0, ghost=True)
-        rec = _ensure_stage(k, run, wf, cmd.stage_id)
+        rec = _ensure_stage(k, run, wf, cmd.stage_id, rec)
         now = k.now()
         if rec.status == Status.RUNNING:
             # The previous attempt's worker died mid-stage (Airflow retried the task).
@@ -174,10 +176,10 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
             or fresh.attempt != attempt
         ):
             # A ghost's model calls were still paid for: the run's totals include them.
-            k.refresh_run_ai_totals(run.id)
+            k.refresh_run_ai_totals(run.id, fresh_run)
             return _result(cmd, "cancelled", attempt, ghost=True, error=_describe(error))
         k.persist_buffer(run.id, rec.stage_id, buffer, attempt)
-        k.refresh_run_ai_totals(run.id)
+        k.refresh_run_ai_totals(run.id, fresh_run)
         ai = k.stage_ai_metrics(run.id, rec.stage_id)
         if error is not None:
             return _fail(k, cmd, fresh, attempt, error, ai=ai)

@@ -69,6 +69,7 @@ from airflow_workflow_engine.persistence.sql.engine import (
     EngineSource,
     describe_url,
     make_engine,
+    set_current_connection,
 )
 from airflow_workflow_engine.persistence.sql.errors import MIGRATE_HINT, translate_error
 from airflow_workflow_engine.persistence.sql.tables import (
@@ -128,6 +129,8 @@ class SqlPersistence:
         self._dialect = self._engine.dialect.name
         self._blob_store = blob_store
         self._local = threading.local()
+        #: UPDATE ... RETURNING the row: one statement instead of an UPDATE and a SELECT.
+        self._returning = self._dialect in ("postgresql", "sqlite")
         if create_tables:
             from airflow_workflow_engine.persistence.sql.migrate import migrate
 
@@ -185,6 +188,10 @@ class SqlPersistence:
                 if self._dialect == "sqlite":
                     mode = "IMMEDIATE" if write else "DEFERRED"
                     conn.execution_options(**{BEGIN_MODE_OPTION: mode})
+                elif not write and self._dialect == "postgresql":
+                    # A read outside any transaction is one statement: in autocommit it
+                    # is one round trip instead of three (BEGIN, SELECT, COMMIT).
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
                 with conn.begin():
                     yield conn
         except _DB_ERRORS as err:
@@ -210,10 +217,12 @@ class SqlPersistence:
             return
         with self._own_transaction(write=True) as conn:
             self._local.conn = conn
+            set_current_connection(self._engine, conn)
             try:
                 yield
             finally:
                 self._local.conn = None
+                set_current_connection(self._engine, None)
 
     def attach_blob_store(self, blob_store: BlobStore) -> None:
         if self._blob_store is None:
@@ -292,6 +301,20 @@ class SqlPersistence:
     def update_run(self, workflow_run_id: str, **changes: Any) -> RunRecord:
         values = self._changes(workflow_runs, changes)
         with self._tx() as conn:
+            if values and self._returning:
+                row = (
+                    conn.execute(
+                        update(workflow_runs)
+                        .where(workflow_runs.c.id == workflow_run_id)
+                        .values(values)
+                        .returning(*workflow_runs.c)
+                    )
+                    .mappings()
+                    .one_or_none()
+                )
+                if row is None:
+                    raise RunNotFoundError(workflow_run_id)
+                return RunRecord.model_validate(dict(row))
             if values:
                 conn.execute(
                     update(workflow_runs)
@@ -367,15 +390,18 @@ class SqlPersistence:
         values = self._changes(workflow_stages, changes)
         t = workflow_stages
         with self._tx() as conn:
-            if values:
-                conn.execute(
-                    update(t)
-                    .where(t.c.workflow_run_id == workflow_run_id, t.c.stage_id == stage_id)
-                    .values(values)
+            where = (t.c.workflow_run_id == workflow_run_id, t.c.stage_id == stage_id)
+            if values and self._returning:
+                stmt = update(t).where(*where).values(values).returning(*t.c)
+                row = conn.execute(stmt).mappings().one_or_none()
+            else:
+                if values:
+                    conn.execute(update(t).where(*where).values(values))
+                row = (
+                    conn.execute(self._stage_query(workflow_run_id, stage_id))
+                    .mappings()
+                    .one_or_none()
                 )
-            row = (
-                conn.execute(self._stage_query(workflow_run_id, stage_id)).mappings().one_or_none()
-            )
             if row is None:
                 raise KeyError(f"stage {stage_id} of run {workflow_run_id} does not exist")
             return StageRecord.model_validate(dict(row))
@@ -467,16 +493,21 @@ class SqlPersistence:
         with self._tx() as conn:
             # The UPDATE locks the run row until commit: concurrent appenders for the same
             # run queue up here and each sees the sequence the previous one committed.
-            bumped = conn.execute(
+            bump = (
                 update(runs)
                 .where(runs.c.id == workflow_run_id)
                 .values(event_sequence=runs.c.event_sequence + 1)
             )
-            if bumped.rowcount == 0:
-                raise RunNotFoundError(workflow_run_id)
-            sequence = conn.execute(
-                select(runs.c.event_sequence).where(runs.c.id == workflow_run_id)
-            ).scalar_one()
+            if self._returning:
+                sequence = conn.execute(bump.returning(runs.c.event_sequence)).scalar_one_or_none()
+                if sequence is None:
+                    raise RunNotFoundError(workflow_run_id)
+            else:
+                if conn.execute(bump).rowcount == 0:
+                    raise RunNotFoundError(workflow_run_id)
+                sequence = conn.execute(
+                    select(runs.c.event_sequence).where(runs.c.id == workflow_run_id)
+                ).scalar_one()
             event = OutboxEvent(
                 id=uuid.uuid4().hex,
                 workflow_run_id=workflow_run_id,

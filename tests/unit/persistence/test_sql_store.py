@@ -891,3 +891,27 @@ def test_importing_the_package_does_not_import_sqlalchemy() -> None:
         "assert callable(s.migrate) and m.HEAD_REVISION\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_killed_while_idle_is_replaced(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ping on every checkout any more: a connection is pinged only after sitting idle,
+    and one the server dropped meanwhile is replaced instead of failing the call."""
+    from airflow_workflow_engine.persistence.sql import engine as engine_module
+
+    url = _fresh_url("postgres", request, tmp_path, migrated=True)
+    with SqlPersistence(url) as store:
+        store.insert_run(make_run("r1"))
+        with store.engine.connect() as conn:  # the pool's only connection so far
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        admin = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.dispose()
+        monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+        run = store.get_run("r1")
+        assert run is not None and run.id == "r1"
+        store.update_run("r1", priority=7)
+        assert store.get_run("r1").priority == 7  # type: ignore[union-attr]
