@@ -230,6 +230,11 @@ class Persistence(Protocol):
 
     def mark_event_published(self, event_id: str, at: datetime) -> None: ...
 
+    def mark_events_published(self, event_ids: Sequence[str], at: datetime) -> None:
+        """Marks several events published at once (all or none; ``KeyError`` for a missing
+        one)."""
+        ...
+
     def record_event_failure(
         self, event_id: str, error: str, retry_count: int, dlq_at: datetime | None
     ) -> None: ...

@@ -332,6 +332,11 @@ class InMemoryPersistence:
     def mark_event_published(self, event_id: str, at: datetime) -> None:
         self._update_event(event_id, published_at=at)
 
+    def mark_events_published(self, event_ids: Sequence[str], at: datetime) -> None:
+        with self.transaction():
+            for eid in event_ids:
+                self._update_event(eid, published_at=at)
+
     def record_event_failure(
         self, event_id: str, error: str, retry_count: int, dlq_at: datetime | None
     ) -> None:

@@ -554,6 +554,24 @@ class SqlPersistence:
     def mark_event_published(self, event_id: str, at: datetime) -> None:
         self._update_event(event_id, published_at=at)
 
+    def mark_events_published(self, event_ids: Sequence[str], at: datetime) -> None:
+        wanted = set(event_ids)
+        if not wanted:
+            return
+        t = outbox_events
+        with self._tx() as conn:
+            # One statement for the whole batch, instead of a transaction per event.
+            stmt = update(t).where(t.c.id.in_(wanted)).values(published_at=at)
+            if self._returning:
+                found = set(conn.execute(stmt.returning(t.c.id)).scalars())
+                if found != wanted:
+                    raise KeyError(sorted(wanted - found)[0])
+            elif conn.execute(stmt).rowcount != len(wanted):
+                missing = wanted - set(
+                    conn.execute(select(t.c.id).where(t.c.id.in_(wanted))).scalars()
+                )
+                raise KeyError(sorted(missing)[0])
+
     def record_event_failure(
         self, event_id: str, error: str, retry_count: int, dlq_at: datetime | None
     ) -> None:

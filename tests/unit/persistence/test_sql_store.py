@@ -450,6 +450,18 @@ def test_outbox_publish_failure_dlq_requeue(either: Any) -> None:
     assert [e.id for e in either.list_dlq_events()] == [e3.id]  # nothing half-done
 
 
+def test_mark_events_published_is_one_batch_all_or_nothing(either: Any) -> None:
+    either.insert_run(make_run("r1"))
+    events = [either.append_event("r1", f"e{i}", {}, occurred_at=at(i)) for i in range(3)]
+    either.mark_events_published([events[0].id, events[2].id], at(10))
+    assert [e.id for e in either.list_unpublished_events()] == [events[1].id]
+    assert [e.published_at for e in either.list_events("r1")] == [at(10), None, at(10)]
+    either.mark_events_published([], at(11))
+    with pytest.raises(KeyError):
+        either.mark_events_published([events[1].id, "missing"], at(12))
+    assert [e.id for e in either.list_unpublished_events()] == [events[1].id]  # nothing half-done
+
+
 # -- idempotency --------------------------------------------------------------------------
 
 
