@@ -36,6 +36,7 @@ from sqlalchemy import (
     RowMapping,
     Select,
     Table,
+    bindparam,
     delete,
     exc,
     func,
@@ -490,14 +491,29 @@ class SqlPersistence:
         causation_id: str | None = None,
     ) -> OutboxEvent:
         runs = workflow_runs
+        event = OutboxEvent(
+            id=uuid.uuid4().hex,
+            workflow_run_id=workflow_run_id,
+            sequence=1,  # the run's next one, below
+            type=type,
+            payload=payload,
+            causation_id=causation_id,
+            occurred_at=occurred_at,
+        )
+        # The UPDATE locks the run row until commit: concurrent appenders for the same run
+        # queue up there and each sees the sequence the previous one committed.
+        bump = (
+            update(runs)
+            .where(runs.c.id == workflow_run_id)
+            .values(event_sequence=runs.c.event_sequence + 1)
+        )
         with self._tx() as conn:
-            # The UPDATE locks the run row until commit: concurrent appenders for the same
-            # run queue up here and each sees the sequence the previous one committed.
-            bump = (
-                update(runs)
-                .where(runs.c.id == workflow_run_id)
-                .values(event_sequence=runs.c.event_sequence + 1)
-            )
+            if self._dialect == "postgresql":
+                # One statement: the UPDATE in a CTE feeds the INSERT its sequence.
+                sequence = conn.execute(self._append_in_one(bump, event)).scalar_one_or_none()
+                if sequence is None:
+                    raise RunNotFoundError(workflow_run_id)
+                return event.model_copy(update={"sequence": sequence})
             if self._returning:
                 sequence = conn.execute(bump.returning(runs.c.event_sequence)).scalar_one_or_none()
                 if sequence is None:
@@ -508,17 +524,26 @@ class SqlPersistence:
                 sequence = conn.execute(
                     select(runs.c.event_sequence).where(runs.c.id == workflow_run_id)
                 ).scalar_one()
-            event = OutboxEvent(
-                id=uuid.uuid4().hex,
-                workflow_run_id=workflow_run_id,
-                sequence=sequence,
-                type=type,
-                payload=payload,
-                causation_id=causation_id,
-                occurred_at=occurred_at,
-            )
+            event = event.model_copy(update={"sequence": sequence})
             conn.execute(insert(outbox_events).values(_values(event.model_dump())))
             return event
+
+    @staticmethod
+    def _append_in_one(bump: Any, event: OutboxEvent) -> Any:
+        """``WITH s AS (UPDATE runs ... RETURNING event_sequence) INSERT INTO outbox_events
+        SELECT ..., s.event_sequence FROM s RETURNING sequence`` (PostgreSQL): nothing is
+        inserted when the run does not exist."""
+        t = outbox_events
+        seq = bump.returning(workflow_runs.c.event_sequence).cte("seq")
+        values = _values(event.model_dump())
+        names = [c.name for c in _columns(t)]
+        columns = [
+            seq.c.event_sequence
+            if name == "sequence"
+            else bindparam(name, values[name], t.c[name].type)
+            for name in names
+        ]
+        return insert(t).from_select(names, select(*columns)).returning(t.c.sequence)
 
     @staticmethod
     def _events(rows: Sequence[RowMapping]) -> list[OutboxEvent]:
