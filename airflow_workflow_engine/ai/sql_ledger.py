@@ -156,6 +156,24 @@ class SqlLedger:
             cost, tokens = conn.execute(stmt).one()
         return money(cost), int(tokens)
 
+    def run_and_stage_totals(
+        self, workflow_run_id: str, stage_id: str
+    ) -> tuple[tuple[Decimal, int], tuple[Decimal, int]]:
+        """``(totals(run), totals(run, stage))`` in one query (the kernel's outcome
+        transaction reads both)."""
+        c = ai_calls.c
+        tokens = c.input_tokens + c.output_tokens
+        in_stage = c.stage_id == stage_id
+        stmt = select(
+            func.sum(c.cost),
+            func.coalesce(func.sum(tokens), 0),
+            func.sum(case((in_stage, c.cost))),
+            func.coalesce(func.sum(case((in_stage, tokens))), 0),
+        ).where(c.workflow_run_id == workflow_run_id)
+        with self._tx(write=False) as conn:
+            run_cost, run_tokens, cost, stage_tokens = conn.execute(stmt).one()
+        return (money(run_cost), int(run_tokens)), (money(cost), int(stage_tokens))
+
     def spent(self, workflow_run_id: str, stage_id: str | None = None) -> Decimal:
         return self.totals(workflow_run_id, stage_id)[0]
 

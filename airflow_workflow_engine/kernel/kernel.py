@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -181,13 +181,31 @@ class Kernel:
         check_run_transition(run.status, target, f"(run {run.id})")
         return self.persistence.update_run(run.id, status=target, updated_at=self.now(), **changes)
 
-    def start_group(self, run: RunRecord, workflow: Workflow, number: int) -> list[str]:
-        """Creates the group's stage rows (idempotently) and enqueues one job per stage."""
+    def start_group(
+        self,
+        run: RunRecord,
+        workflow: Workflow,
+        number: int,
+        existing: Collection[str] | None = None,
+    ) -> list[str]:
+        """Creates the group's stage rows (idempotently) and enqueues one job per stage.
+
+        ``existing``: the run's stage ids as read in this transaction (else they are read).
+        """
         now = self.now()
         order = {sid: i for i, sid in enumerate(workflow.stage_ids())}
+        group = workflow.group(number)
+        if existing is None:
+            if len(group) == 1:
+                found = self.persistence.get_stage(run.id, group[0].id)
+                existing = () if found is None else (found.stage_id,)
+            else:
+                existing = {
+                    s.stage_id for s in self.persistence.list_stages(run.id, resolve_outputs=False)
+                }
         requests = []
-        for st in workflow.group(number):
-            if self.persistence.get_stage(run.id, st.id) is not None:
+        for st in group:
+            if st.id in existing:
                 continue
             self.persistence.insert_stage(
                 StageRecord(
@@ -269,6 +287,19 @@ class Kernel:
             mark(run_id, stage_id, attempt, failure)
         except Exception:
             logger.exception("could not mark the AI ledger rows of %s/%s", run_id, stage_id)
+
+    def refresh_ai_totals(self, run: RunRecord, stage_id: str) -> dict[str, Any]:
+        """``refresh_run_ai_totals(run.id, run)`` and ``stage_ai_metrics(run.id, stage_id)``,
+        in one ledger query when the ledger offers ``run_and_stage_totals``."""
+        both = getattr(self.ledger, "run_and_stage_totals", None)
+        if both is None:
+            self.refresh_run_ai_totals(run.id, run)
+            return self.stage_ai_metrics(run.id, stage_id)
+        (run_cost, run_tokens), (cost, tokens) = both(run.id, stage_id)
+        changes = {"total_cost": float(run_cost), "total_tokens": run_tokens}
+        if any(getattr(run, k) != v for k, v in changes.items()):
+            self.persistence.update_run(run.id, **changes)
+        return {"ai_cost": float(cost), "ai_tokens": tokens}
 
     def refresh_run_ai_totals(self, run_id: str, current: RunRecord | None = None) -> None:
         """Copies the ledger's run totals onto the run record (inside the caller's transaction).

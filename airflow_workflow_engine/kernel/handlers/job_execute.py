@@ -179,8 +179,7 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
             k.refresh_run_ai_totals(run.id, fresh_run)
             return _result(cmd, "cancelled", attempt, ghost=True, error=_describe(error))
         k.persist_buffer(run.id, rec.stage_id, buffer, attempt)
-        k.refresh_run_ai_totals(run.id, fresh_run)
-        ai = k.stage_ai_metrics(run.id, rec.stage_id)
+        ai = k.refresh_ai_totals(fresh_run, rec.stage_id)
         if error is not None:
             return _fail(k, cmd, fresh, attempt, error, ai=ai)
         if isinstance(outcome, Suspended):

@@ -33,7 +33,7 @@ def handle(k: Kernel, cmd: RunTransition) -> RunTransitionResult:
         for number in range(wf.group_count):
             group = [records.get(st.id) for st in wf.group(number)]
             if any(r is None for r in group):
-                k.start_group(run, wf, number)
+                k.start_group(run, wf, number, existing=records.keys())
                 return RunTransitionResult(
                     workflow_run_id=run.id, action="advanced", status=run.status, group=number
                 )
