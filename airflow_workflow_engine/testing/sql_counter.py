@@ -190,3 +190,33 @@ def drive_run(
     with counter.label("outbox.flush"):
         kernel.dispatch(OutboxFlush())
     return run_id
+
+
+def five_stage_workflow(workflow_id: str = "bench") -> Any:
+    """``stage1 -> [stage2a || stage2b] -> stage3 -> stage4``, each ``x + 1``: the workload of
+    ``benchmarks/kernel_lifecycle.py`` (and of the original's seed bench)."""
+    from pydantic import BaseModel
+
+    from airflow_workflow_engine import WorkflowBuilder, define_stage
+
+    class X(BaseModel):
+        x: int
+
+    class Joined(BaseModel):
+        stage2a: X
+        stage2b: X
+
+    def plus_one(stage_id: str) -> Any:
+        return define_stage(id=stage_id, input=X, output=X, execute=lambda c: {"x": c.input.x + 1})
+
+    stage3 = define_stage(
+        id="stage3", input=Joined, output=X, execute=lambda c: {"x": c.input.stage2a.x + 1}
+    )
+    return (
+        WorkflowBuilder(workflow_id, "Bench", None, input=X, output=X)
+        .pipe(plus_one("stage1"))
+        .parallel([plus_one("stage2a"), plus_one("stage2b")])
+        .pipe(stage3)
+        .pipe(plus_one("stage4"))
+        .build()
+    )
