@@ -34,7 +34,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
-    Select,
     Table,
     bindparam,
     delete,
@@ -100,6 +99,48 @@ def _columns(table: Table) -> list[Any]:
     return [c for c in table.c if c.name != "pk"]
 
 
+# Hot statements, built once with bound parameters and given their values at execution:
+# SQLAlchemy then finds the compiled SQL in its cache instead of building and keying a new
+# statement from the values each time (most of a stage completion's CPU went there). An
+# UPDATE without .values() SETs the columns named in the parameters.
+_R, _S, _E = workflow_runs, workflow_stages, outbox_events
+_RUN = select(_R).where(_R.c.id == bindparam("w_run"))
+_RUN_FOR_UPDATE = _RUN.with_for_update()  # rendered as nothing on SQLite
+_STAGE = select(_S).where(
+    _S.c.workflow_run_id == bindparam("w_run"), _S.c.stage_id == bindparam("w_stage")
+)
+_UPDATE_RUN = update(_R).where(_R.c.id == bindparam("w_run"))
+_UPDATE_STAGE = update(_S).where(
+    _S.c.workflow_run_id == bindparam("w_run"), _S.c.stage_id == bindparam("w_stage")
+)
+#: The UPDATE locks the run row until commit: concurrent appenders for the same run queue
+#: up there and each sees the sequence the previous one committed.
+_BUMP = (
+    update(_R).where(_R.c.id == bindparam("w_run")).values(event_sequence=_R.c.event_sequence + 1)
+)
+_EVENT_COLUMNS = [c.name for c in _columns(_E)]
+_UPDATE_RUN_RETURNING = _UPDATE_RUN.returning(*_R.c)
+_UPDATE_STAGE_RETURNING = _UPDATE_STAGE.returning(*_S.c)
+_BUMP_RETURNING = _BUMP.returning(_R.c.event_sequence)
+
+
+def _append_in_one() -> Any:
+    """``WITH seq AS (UPDATE runs ... RETURNING event_sequence) INSERT INTO outbox_events
+    SELECT ..., seq.event_sequence FROM seq RETURNING sequence`` (PostgreSQL): one statement,
+    and nothing is inserted when the run does not exist."""
+    seq = _BUMP.returning(_R.c.event_sequence).cte("seq")
+    columns = [
+        seq.c.event_sequence
+        if name == "sequence"
+        else bindparam(f"p_{name}", type_=_E.c[name].type)
+        for name in _EVENT_COLUMNS
+    ]
+    return insert(_E).from_select(_EVENT_COLUMNS, select(*columns)).returning(_E.c.sequence)
+
+
+_APPEND_IN_ONE = _append_in_one()
+
+
 def _db(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
@@ -132,6 +173,13 @@ class SqlPersistence:
         self._local = threading.local()
         #: UPDATE ... RETURNING the row: one statement instead of an UPDATE and a SELECT.
         self._returning = self._dialect in ("postgresql", "sqlite")
+        self._if_absent: dict[str, Any] = {}
+        t = workflow_stages
+        self._stages_of_run = (
+            select(t)
+            .where(t.c.workflow_run_id == bindparam("w_run"))
+            .order_by(t.c.stage_number, self._text_order(t.c.stage_id))
+        )
         if create_tables:
             from airflow_workflow_engine.persistence.sql.migrate import migrate
 
@@ -242,16 +290,19 @@ class SqlPersistence:
         """
         if self._dialect == "postgresql":
             # RETURNING, not rowcount: SQLAlchemy may add its own RETURNING, hiding rowcount.
-            pg_stmt = (
-                postgresql.insert(table)
-                .values(values)
-                .on_conflict_do_nothing()
-                .returning(literal(1))
-            )
-            return conn.execute(pg_stmt).first() is not None
+            pg_stmt = self._if_absent.get(table.name)
+            if pg_stmt is None:
+                pg_stmt = self._if_absent[table.name] = (
+                    postgresql.insert(table).on_conflict_do_nothing().returning(literal(1))
+                )
+            return conn.execute(pg_stmt, values).first() is not None
         if self._dialect == "sqlite":
-            lite_stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
-            return conn.execute(lite_stmt).rowcount == 1
+            lite_stmt = self._if_absent.get(table.name)
+            if lite_stmt is None:
+                lite_stmt = self._if_absent[table.name] = sqlite.insert(
+                    table
+                ).on_conflict_do_nothing()
+            return conn.execute(lite_stmt, values).rowcount == 1
         try:
             with conn.begin_nested():
                 conn.execute(insert(table).values(values))
@@ -273,19 +324,13 @@ class SqlPersistence:
                 raise ValueError(f"run {run.id} exists")
 
     def _select_run(self, conn: Connection, workflow_run_id: str) -> RunRecord | None:
-        row = (
-            conn.execute(select(workflow_runs).where(workflow_runs.c.id == workflow_run_id))
-            .mappings()
-            .one_or_none()
-        )
+        row = conn.execute(_RUN, {"w_run": workflow_run_id}).mappings().one_or_none()
         return None if row is None else RunRecord.model_validate(dict(row))
 
     def get_run(self, workflow_run_id: str, *, for_update: bool = False) -> RunRecord | None:
-        query = select(workflow_runs).where(workflow_runs.c.id == workflow_run_id)
-        if for_update:
-            query = query.with_for_update()  # rendered as nothing on SQLite
+        query = _RUN_FOR_UPDATE if for_update else _RUN
         with self._tx(write=for_update) as conn:
-            row = conn.execute(query).mappings().one_or_none()
+            row = conn.execute(query, {"w_run": workflow_run_id}).mappings().one_or_none()
         return None if row is None else RunRecord.model_validate(dict(row))
 
     def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
@@ -302,26 +347,15 @@ class SqlPersistence:
     def update_run(self, workflow_run_id: str, **changes: Any) -> RunRecord:
         values = self._changes(workflow_runs, changes)
         with self._tx() as conn:
+            params = {"w_run": workflow_run_id, **values}
             if values and self._returning:
-                row = (
-                    conn.execute(
-                        update(workflow_runs)
-                        .where(workflow_runs.c.id == workflow_run_id)
-                        .values(values)
-                        .returning(*workflow_runs.c)
-                    )
-                    .mappings()
-                    .one_or_none()
-                )
+                stmt = _UPDATE_RUN_RETURNING
+                row = conn.execute(stmt, params).mappings().one_or_none()
                 if row is None:
                     raise RunNotFoundError(workflow_run_id)
                 return RunRecord.model_validate(dict(row))
             if values:
-                conn.execute(
-                    update(workflow_runs)
-                    .where(workflow_runs.c.id == workflow_run_id)
-                    .values(values)
-                )
+                conn.execute(_UPDATE_RUN, params)
             run = self._select_run(conn, workflow_run_id)
             if run is None:
                 raise RunNotFoundError(workflow_run_id)
@@ -353,29 +387,17 @@ class SqlPersistence:
             if not self._insert_if_absent(conn, workflow_stages, _values(stage.model_dump())):
                 raise ValueError(f"stage {stage.stage_id} of run {stage.workflow_run_id} exists")
 
-    @staticmethod
-    def _stage_query(workflow_run_id: str, stage_id: str) -> Select[Any]:
-        t = workflow_stages
-        return select(t).where(t.c.workflow_run_id == workflow_run_id, t.c.stage_id == stage_id)
-
     def get_stage(self, workflow_run_id: str, stage_id: str) -> StageRecord | None:
         with self._tx(write=False) as conn:
-            row = (
-                conn.execute(self._stage_query(workflow_run_id, stage_id)).mappings().one_or_none()
-            )
+            params = {"w_run": workflow_run_id, "w_stage": stage_id}
+            row = conn.execute(_STAGE, params).mappings().one_or_none()
         return None if row is None else StageRecord.model_validate(dict(row))
 
     def list_stages(
         self, workflow_run_id: str, *, resolve_outputs: bool = True
     ) -> list[StageRecord]:
-        t = workflow_stages
-        query = (
-            select(t)
-            .where(t.c.workflow_run_id == workflow_run_id)
-            .order_by(t.c.stage_number, self._text_order(t.c.stage_id))
-        )
         with self._tx(write=False) as conn:
-            rows = conn.execute(query).mappings().all()
+            rows = conn.execute(self._stages_of_run, {"w_run": workflow_run_id}).mappings().all()
         stages = [StageRecord.model_validate(dict(r)) for r in rows]
         if resolve_outputs:
             stages = [self._resolve(s) for s in stages]
@@ -389,20 +411,15 @@ class SqlPersistence:
 
     def update_stage(self, workflow_run_id: str, stage_id: str, **changes: Any) -> StageRecord:
         values = self._changes(workflow_stages, changes)
-        t = workflow_stages
         with self._tx() as conn:
-            where = (t.c.workflow_run_id == workflow_run_id, t.c.stage_id == stage_id)
+            params = {"w_run": workflow_run_id, "w_stage": stage_id, **values}
             if values and self._returning:
-                stmt = update(t).where(*where).values(values).returning(*t.c)
-                row = conn.execute(stmt).mappings().one_or_none()
+                stmt = _UPDATE_STAGE_RETURNING
+                row = conn.execute(stmt, params).mappings().one_or_none()
             else:
                 if values:
-                    conn.execute(update(t).where(*where).values(values))
-                row = (
-                    conn.execute(self._stage_query(workflow_run_id, stage_id))
-                    .mappings()
-                    .one_or_none()
-                )
+                    conn.execute(_UPDATE_STAGE, params)
+                row = conn.execute(_STAGE, params).mappings().one_or_none()
             if row is None:
                 raise KeyError(f"stage {stage_id} of run {workflow_run_id} does not exist")
             return StageRecord.model_validate(dict(row))
@@ -490,7 +507,6 @@ class SqlPersistence:
         occurred_at: datetime,
         causation_id: str | None = None,
     ) -> OutboxEvent:
-        runs = workflow_runs
         event = OutboxEvent(
             id=uuid.uuid4().hex,
             workflow_run_id=workflow_run_id,
@@ -500,50 +516,31 @@ class SqlPersistence:
             causation_id=causation_id,
             occurred_at=occurred_at,
         )
-        # The UPDATE locks the run row until commit: concurrent appenders for the same run
-        # queue up there and each sees the sequence the previous one committed.
-        bump = (
-            update(runs)
-            .where(runs.c.id == workflow_run_id)
-            .values(event_sequence=runs.c.event_sequence + 1)
-        )
+        values = _values(event.model_dump())
         with self._tx() as conn:
             if self._dialect == "postgresql":
-                # One statement: the UPDATE in a CTE feeds the INSERT its sequence.
-                sequence = conn.execute(self._append_in_one(bump, event)).scalar_one_or_none()
+                params = {f"p_{k}": v for k, v in values.items()}
+                params["w_run"] = workflow_run_id
+                sequence = conn.execute(_APPEND_IN_ONE, params).scalar_one_or_none()
                 if sequence is None:
                     raise RunNotFoundError(workflow_run_id)
                 return event.model_copy(update={"sequence": sequence})
             if self._returning:
-                sequence = conn.execute(bump.returning(runs.c.event_sequence)).scalar_one_or_none()
+                bump = _BUMP_RETURNING
+                sequence = conn.execute(bump, {"w_run": workflow_run_id}).scalar_one_or_none()
                 if sequence is None:
                     raise RunNotFoundError(workflow_run_id)
             else:
-                if conn.execute(bump).rowcount == 0:
+                if conn.execute(_BUMP, {"w_run": workflow_run_id}).rowcount == 0:
                     raise RunNotFoundError(workflow_run_id)
                 sequence = conn.execute(
-                    select(runs.c.event_sequence).where(runs.c.id == workflow_run_id)
+                    select(workflow_runs.c.event_sequence).where(
+                        workflow_runs.c.id == workflow_run_id
+                    )
                 ).scalar_one()
-            event = event.model_copy(update={"sequence": sequence})
-            conn.execute(insert(outbox_events).values(_values(event.model_dump())))
-            return event
-
-    @staticmethod
-    def _append_in_one(bump: Any, event: OutboxEvent) -> Any:
-        """``WITH s AS (UPDATE runs ... RETURNING event_sequence) INSERT INTO outbox_events
-        SELECT ..., s.event_sequence FROM s RETURNING sequence`` (PostgreSQL): nothing is
-        inserted when the run does not exist."""
-        t = outbox_events
-        seq = bump.returning(workflow_runs.c.event_sequence).cte("seq")
-        values = _values(event.model_dump())
-        names = [c.name for c in _columns(t)]
-        columns = [
-            seq.c.event_sequence
-            if name == "sequence"
-            else bindparam(name, values[name], t.c[name].type)
-            for name in names
-        ]
-        return insert(t).from_select(names, select(*columns)).returning(t.c.sequence)
+            values["sequence"] = sequence
+            conn.execute(insert(outbox_events), values)
+            return event.model_copy(update={"sequence": sequence})
 
     @staticmethod
     def _events(rows: Sequence[RowMapping]) -> list[OutboxEvent]:
