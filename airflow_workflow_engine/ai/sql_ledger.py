@@ -20,6 +20,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    bindparam,
     case,
     exc,
     func,
@@ -53,6 +54,22 @@ __all__ = ["SqlLedger"]
 
 _DB_ERRORS = (exc.DBAPIError, exc.OperationalError)
 _COLUMNS = [c.name for c in ai_calls.columns]
+
+
+def _run_and_stage_totals() -> Any:
+    """Built once with bound parameters: SQLAlchemy reuses the compiled SQL."""
+    c = ai_calls.c
+    tokens = c.input_tokens + c.output_tokens
+    in_stage = c.stage_id == bindparam("w_stage")
+    return select(
+        func.sum(c.cost),
+        func.coalesce(func.sum(tokens), 0),
+        func.sum(case((in_stage, c.cost))),
+        func.coalesce(func.sum(case((in_stage, tokens))), 0),
+    ).where(c.workflow_run_id == bindparam("w_run"))
+
+
+_RUN_AND_STAGE = _run_and_stage_totals()
 
 
 class SqlLedger:
@@ -161,17 +178,9 @@ class SqlLedger:
     ) -> tuple[tuple[Decimal, int], tuple[Decimal, int]]:
         """``(totals(run), totals(run, stage))`` in one query (the kernel's outcome
         transaction reads both)."""
-        c = ai_calls.c
-        tokens = c.input_tokens + c.output_tokens
-        in_stage = c.stage_id == stage_id
-        stmt = select(
-            func.sum(c.cost),
-            func.coalesce(func.sum(tokens), 0),
-            func.sum(case((in_stage, c.cost))),
-            func.coalesce(func.sum(case((in_stage, tokens))), 0),
-        ).where(c.workflow_run_id == workflow_run_id)
         with self._tx(write=False) as conn:
-            run_cost, run_tokens, cost, stage_tokens = conn.execute(stmt).one()
+            params = {"w_run": workflow_run_id, "w_stage": stage_id}
+            run_cost, run_tokens, cost, stage_tokens = conn.execute(_RUN_AND_STAGE, params).one()
         return (money(run_cost), int(run_tokens)), (money(cost), int(stage_tokens))
 
     def spent(self, workflow_run_id: str, stage_id: str | None = None) -> Decimal:

@@ -336,11 +336,14 @@ class Kernel:
         attempt: int,
         resume_state: dict[str, Any] | None,
         execution_id: str | None = None,
+        records: Sequence[StageRecord] | None = None,
     ) -> StageContext[Any, Any]:
         """Input, config and earlier outputs of a stage, validated. Raises the engine's
-        validation errors (never retried)."""
+        validation errors (never retried). ``records``: the run's stages with their outputs,
+        when the caller read them already."""
         st = workflow.get_stage(stage_id)
-        records = self.persistence.list_stages(run.id)
+        if records is None:
+            records = self.persistence.list_stages(run.id)
         context = build_workflow_context(workflow, records, workflow.group_of(stage_id))
         stage_input = resolve_stage_input(workflow, run, st, context)
         config = workflow.stage_config(stage_id, run.config)

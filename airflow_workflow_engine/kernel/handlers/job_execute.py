@@ -35,6 +35,8 @@ class _Started:
     run: RunRecord
     stage: StageRecord
     attempt: int
+    #: The run's stage rows as phase 1 read them (outputs not resolved from the blob store).
+    records: list[StageRecord]
 
 
 def _result(cmd: JobExecute, outcome: Any, attempt: int, **fields: Any) -> JobExecuteResult:
@@ -89,7 +91,10 @@ def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
         if run.status == Status.PENDING:
             start_run(k, run, cmd.worker_id or "job.execute")
             run = k.require_run(run.id)
-        rec = k.persistence.get_stage(run.id, cmd.stage_id)
+        # All the run's stages in one read: this one's row, and the earlier outputs phase 2
+        # builds the stage's input from.
+        records = k.persistence.list_stages(run.id, resolve_outputs=False)
+        rec = next((r for r in records if r.stage_id == cmd.stage_id), None)
         if rec is not None and rec.status in (Status.COMPLETED, Status.SUSPENDED):
             return _replay(k, cmd, rec)
         if run.status not in _ACTIVE_RUN:
@@ -128,7 +133,7 @@ def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
             completed_at=None,
         )
         k.emit(run.id, "stage:started", {"stage_id": rec.stage_id, "attempt": attempt})
-        return _Started(run, rec, attempt)
+        return _Started(run, rec, attempt, records)
 
 
 def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
@@ -145,6 +150,7 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
     stored: dict[str, Any] = {}
     error: BaseException | None = None
     try:
+        in_blobs = any(r.output_ref is not None for r in started.records)
         ctx = k.build_context(
             run,
             wf,
@@ -152,6 +158,8 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
             attempt=attempt,
             resume_state=rec.resume_state,
             execution_id=rec.id,
+            # Outputs moved to the blob store are read now, outside the transaction.
+            records=None if in_blobs else started.records,
         )
         buffer = ctx.buffer
         outcome = interpret_return(stage, k.executor.execute(stage, ctx))
