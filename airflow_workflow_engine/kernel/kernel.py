@@ -170,6 +170,15 @@ class Kernel:
             raise RunNotFoundError(workflow_run_id)
         return run
 
+    def require_run_with_stages(
+        self, workflow_run_id: str, *, for_update: bool = False
+    ) -> tuple[RunRecord, list[StageRecord]]:
+        """The run and its stage rows (outputs not resolved from the blob store), one read."""
+        run, stages = self.persistence.get_run_with_stages(workflow_run_id, for_update=for_update)
+        if run is None:
+            raise RunNotFoundError(workflow_run_id)
+        return run, stages
+
     def emit(
         self, workflow_run_id: str, type: str, payload: dict[str, Any] | None = None
     ) -> OutboxEvent:

@@ -156,6 +156,13 @@ class Persistence(Protocol):
         """``for_update`` locks the run row until the transaction ends (PostgreSQL)."""
         ...
 
+    def get_run_with_stages(
+        self, workflow_run_id: str, *, for_update: bool = False
+    ) -> tuple[RunRecord | None, list[StageRecord]]:
+        """``get_run`` and ``list_stages(resolve_outputs=False)`` in one read (one statement
+        on SQL); ``(None, [])`` for an unknown run."""
+        ...
+
     def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
         """The newest run created with ``run.create``'s idempotency key ``key`` (under
         Airflow ``"<dag_id>/<run_id>"``), or ``None``."""

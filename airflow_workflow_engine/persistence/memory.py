@@ -135,6 +135,14 @@ class InMemoryPersistence:
         with self._lock:
             return self.runs.get(workflow_run_id)
 
+    def get_run_with_stages(
+        self, workflow_run_id: str, *, for_update: bool = False
+    ) -> tuple[RunRecord | None, list[StageRecord]]:
+        run = self.get_run(workflow_run_id)
+        if run is None:
+            return None, []
+        return run, self.list_stages(workflow_run_id, resolve_outputs=False)
+
     def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
         with self._lock:
             run_id = self._runs_by_key.get(key)

@@ -85,15 +85,14 @@ def _ensure_stage(
 
 def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
     with k.persistence.transaction():
-        run = k.require_run(cmd.workflow_run_id, for_update=True)
+        # The run (locked) and all its stages in one read: this stage's row, and the earlier
+        # outputs phase 2 builds the stage's input from.
+        run, records = k.require_run_with_stages(cmd.workflow_run_id, for_update=True)
         wf = k.workflow(run.workflow_id)
         wf.get_stage(cmd.stage_id)  # StageNotFoundError for an unknown stage
         if run.status == Status.PENDING:
             start_run(k, run, cmd.worker_id or "job.execute")
-            run = k.require_run(run.id)
-        # All the run's stages in one read: this one's row, and the earlier outputs phase 2
-        # builds the stage's input from.
-        records = k.persistence.list_stages(run.id, resolve_outputs=False)
+            run, records = k.require_run_with_stages(run.id)
         rec = next((r for r in records if r.stage_id == cmd.stage_id), None)
         if rec is not None and rec.status in (Status.COMPLETED, Status.SUSPENDED):
             return _replay(k, cmd, rec)
@@ -175,8 +174,8 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
 
     # Phase 3: one transaction for everything the attempt produced.
     with k.persistence.transaction():
-        fresh_run = k.require_run(run.id, for_update=True)
-        fresh = k.persistence.get_stage(run.id, rec.stage_id)
+        fresh_run, stages = k.require_run_with_stages(run.id, for_update=True)
+        fresh = next((s for s in stages if s.stage_id == rec.stage_id), None)
         if (
             fresh_run.status not in _ACTIVE_RUN
             or fresh is None

@@ -19,13 +19,14 @@ if TYPE_CHECKING:
 
 def start_run(k: Kernel, run: RunRecord | str, worker_id: str) -> ClaimedRun | None:
     """PENDING -> RUNNING and the first group's jobs. Call inside a transaction."""
-    run = k.require_run(run if isinstance(run, str) else run.id, for_update=True)
+    run_id = run if isinstance(run, str) else run.id
+    run, stages = k.require_run_with_stages(run_id, for_update=True)
     if run.status != Status.PENDING:
         return None
     wf = k.workflow(run.workflow_id)
     run = k.set_run_status(run, Status.RUNNING, started_at=k.now())
     k.emit(run.id, "workflow:started", {"worker_id": worker_id})
-    job_ids = k.start_group(run, wf, 0)
+    job_ids = k.start_group(run, wf, 0, existing={s.stage_id for s in stages})
     return ClaimedRun(workflow_run_id=run.id, workflow_id=run.workflow_id, job_ids=job_ids)
 
 

@@ -20,11 +20,13 @@ _DONE = {Status.COMPLETED, Status.SKIPPED}
 
 def handle(k: Kernel, cmd: RunTransition) -> RunTransitionResult:
     with k.persistence.transaction():
-        run = k.require_run(cmd.workflow_run_id, for_update=True)
+        run, stages = k.require_run_with_stages(cmd.workflow_run_id, for_update=True)
         if run.status.is_terminal or run.status == Status.PENDING:
             return RunTransitionResult(workflow_run_id=run.id, action="noop", status=run.status)
         wf = k.workflow(run.workflow_id)
-        records = {r.stage_id: r for r in k.persistence.list_stages(run.id)}
+        if any(s.output_ref is not None for s in stages):
+            stages = k.persistence.list_stages(run.id)  # with the blob-stored outputs
+        records = {r.stage_id: r for r in stages}
         failed = [r for r in records.values() if r.status == Status.FAILED]
         if failed:
             first = min(failed, key=lambda r: r.stage_number)

@@ -139,6 +139,8 @@ def _append_in_one() -> Any:
 
 
 _APPEND_IN_ONE = _append_in_one()
+_RUN_LABELS = [f"r_{c.name}" for c in _R.c]
+_STAGE_LABELS = [f"s_{c.name}" for c in _S.c]
 
 
 def _db(value: Any) -> Any:
@@ -180,6 +182,19 @@ class SqlPersistence:
             .where(t.c.workflow_run_id == bindparam("w_run"))
             .order_by(t.c.stage_number, self._text_order(t.c.stage_id))
         )
+        # The run's row joined to its stages' rows: one statement where the kernel read the
+        # run (locked) and then its stages.
+        with_stages = (
+            select(
+                *(c.label(n) for c, n in zip(_R.c, _RUN_LABELS, strict=True)),
+                *(c.label(n) for c, n in zip(t.c, _STAGE_LABELS, strict=True)),
+            )
+            .select_from(_R.outerjoin(t, t.c.workflow_run_id == _R.c.id))
+            .where(_R.c.id == bindparam("w_run"))
+            .order_by(t.c.stage_number, self._text_order(t.c.stage_id))
+        )
+        self._run_with_stages = with_stages
+        self._run_with_stages_for_update = with_stages.with_for_update(of=_R)
         if create_tables:
             from airflow_workflow_engine.persistence.sql.migrate import migrate
 
@@ -332,6 +347,24 @@ class SqlPersistence:
         with self._tx(write=for_update) as conn:
             row = conn.execute(query, {"w_run": workflow_run_id}).mappings().one_or_none()
         return None if row is None else RunRecord.model_validate(dict(row))
+
+    def get_run_with_stages(
+        self, workflow_run_id: str, *, for_update: bool = False
+    ) -> tuple[RunRecord | None, list[StageRecord]]:
+        query = self._run_with_stages_for_update if for_update else self._run_with_stages
+        with self._tx(write=for_update) as conn:
+            rows = conn.execute(query, {"w_run": workflow_run_id}).all()
+        if not rows:
+            return None, []
+        first = rows[0]
+        run = RunRecord.model_validate({c.name: first[i] for i, c in enumerate(_R.c)})
+        width = len(_RUN_LABELS)
+        stages = [
+            StageRecord.model_validate({c.name: row[width + i] for i, c in enumerate(_S.c)})
+            for row in rows
+            if row[width] is not None  # the outer join's row of a run without stages
+        ]
+        return run, stages
 
     def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
         query = (

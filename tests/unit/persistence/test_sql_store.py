@@ -336,6 +336,22 @@ def test_list_stages_order_and_blob_outputs(either: Any) -> None:
     assert either.get_stage("r1", "big").output is None
 
 
+def test_get_run_with_stages_is_get_run_and_list_stages_in_one(either: Any) -> None:
+    assert either.get_run_with_stages("missing") == (None, [])
+    either.insert_run(make_run("r1"))
+    assert either.get_run_with_stages("r1") == (either.get_run("r1"), [])
+    either.insert_run(make_run("r2"))
+    for number, sid in [(2, "c"), (0, "b"), (0, "a"), (1, "d")]:
+        either.insert_stage(make_stage("r1", sid, number, config={"n": number}))
+    either.insert_stage(make_stage("r2", "x"))
+    either.update_stage("r1", "d", output={"big": True}, output_ref=None, progress=0.5)
+    with either.transaction():
+        run, stages = either.get_run_with_stages("r1", for_update=True)
+    assert run == either.get_run("r1")
+    assert stages == either.list_stages("r1", resolve_outputs=False)
+    assert [s.stage_id for s in stages] == ["a", "b", "d", "c"]
+
+
 def test_update_and_delete_stages(either: Any) -> None:
     either.insert_stage(make_stage("r1", "a", 0))
     either.insert_stage(make_stage("r1", "b", 1))
