@@ -186,6 +186,25 @@ class Kernel:
             workflow_run_id, type, payload or {}, occurred_at=self.now()
         )
 
+    def emit_with_run_changes(
+        self, run: RunRecord, type: str, payload: dict[str, Any], **changes: Any
+    ) -> RunRecord:
+        """``update_run(run.id, **changes)`` and ``emit(...)`` in one write (one statement on
+        PostgreSQL); returns the run as changed. ``run``: as read in this transaction."""
+        event = self.persistence.append_event(
+            run.id, type, payload, occurred_at=self.now(), run_changes=changes
+        )
+        return run.model_copy(update={**changes, "event_sequence": event.sequence})
+
+    def set_run_status_and_emit(
+        self, run: RunRecord, target: Status, type: str, payload: dict[str, Any], **changes: Any
+    ) -> RunRecord:
+        """``set_run_status`` and ``emit`` in one write."""
+        check_run_transition(run.status, target, f"(run {run.id})")
+        return self.emit_with_run_changes(
+            run, type, payload, status=target, updated_at=self.now(), **changes
+        )
+
     def set_run_status(self, run: RunRecord, target: Status, **changes: Any) -> RunRecord:
         check_run_transition(run.status, target, f"(run {run.id})")
         return self.persistence.update_run(run.id, status=target, updated_at=self.now(), **changes)

@@ -6,7 +6,7 @@ is handed out through :class:`JobTransport`, and state lives behind :class:`Pers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -222,8 +222,10 @@ class Persistence(Protocol):
         *,
         occurred_at: datetime,
         causation_id: str | None = None,
+        run_changes: Mapping[str, Any] | None = None,
     ) -> OutboxEvent:
-        """Writes an event with the run's next gap-free sequence number."""
+        """Writes an event with the run's next gap-free sequence number. ``run_changes``:
+        fields of the run to update in the same write (``update_run``'s, without its read)."""
         ...
 
     def list_events(self, workflow_run_id: str) -> list[OutboxEvent]: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -281,14 +281,20 @@ class InMemoryPersistence:
         *,
         occurred_at: datetime,
         causation_id: str | None = None,
+        run_changes: Mapping[str, Any] | None = None,
     ) -> OutboxEvent:
         with self.transaction():
             old = self.runs.get(workflow_run_id)
             if old is None:
                 raise RunNotFoundError(workflow_run_id)
-            # Only the sequence moves: no status or key index to touch, so skip _put_run.
-            run = old.model_copy(update={"event_sequence": old.event_sequence + 1})
-            self._set(self.runs, workflow_run_id, run)
+            run = old.model_copy(
+                update={**(run_changes or {}), "event_sequence": old.event_sequence + 1}
+            )
+            if run_changes:
+                self._put_run(run)
+            else:
+                # Only the sequence moves: no status or key index to touch.
+                self._set(self.runs, workflow_run_id, run)
             event = OutboxEvent(
                 id=uuid.uuid4().hex,
                 workflow_run_id=workflow_run_id,

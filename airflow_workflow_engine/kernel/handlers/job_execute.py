@@ -118,10 +118,10 @@ def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
             "updated_at": now,
         }
         if run.status == Status.SUSPENDED:
-            run = k.set_run_status(run, Status.RUNNING, **changes)
-            k.emit(run.id, "workflow:resumed", {"stage_id": rec.stage_id})
-        else:
-            run = k.persistence.update_run(run.id, **changes)
+            run = k.set_run_status_and_emit(
+                run, Status.RUNNING, "workflow:resumed", {"stage_id": rec.stage_id}, **changes
+            )
+            changes = {}
         rec = k.persistence.update_stage(
             run.id,
             rec.stage_id,
@@ -131,7 +131,10 @@ def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
             updated_at=now,
             completed_at=None,
         )
-        k.emit(run.id, "stage:started", {"stage_id": rec.stage_id, "attempt": attempt})
+        # The run's new attempt count rides on the event's write to the run row.
+        run = k.emit_with_run_changes(
+            run, "stage:started", {"stage_id": rec.stage_id, "attempt": attempt}, **changes
+        )
         return _Started(run, rec, attempt, records)
 
 

@@ -24,8 +24,9 @@ def start_run(k: Kernel, run: RunRecord | str, worker_id: str) -> ClaimedRun | N
     if run.status != Status.PENDING:
         return None
     wf = k.workflow(run.workflow_id)
-    run = k.set_run_status(run, Status.RUNNING, started_at=k.now())
-    k.emit(run.id, "workflow:started", {"worker_id": worker_id})
+    run = k.set_run_status_and_emit(
+        run, Status.RUNNING, "workflow:started", {"worker_id": worker_id}, started_at=k.now()
+    )
     job_ids = k.start_group(run, wf, 0, existing={s.stage_id for s in stages})
     return ClaimedRun(workflow_run_id=run.id, workflow_id=run.workflow_id, job_ids=job_ids)
 

@@ -82,13 +82,14 @@ def _complete(
         run = k.fail_run(run, str(exc))
         return RunTransitionResult(workflow_run_id=run.id, action="failed", status=run.status)
     now = k.now()
-    run = k.set_run_status(
+    run = k.set_run_status_and_emit(
         run,
         Status.COMPLETED,
+        "workflow:completed",
+        {"output": value},
         output=value,
         completed_at=now,
         error_message=None,
         **k.run_ai_totals(run.id),
     )
-    k.emit(run.id, "workflow:completed", {"output": value})
     return RunTransitionResult(workflow_run_id=run.id, action="completed", status=run.status)

@@ -121,14 +121,21 @@ _BUMP = (
 _EVENT_COLUMNS = [c.name for c in _columns(_E)]
 _UPDATE_RUN_RETURNING = _UPDATE_RUN.returning(*_R.c)
 _UPDATE_STAGE_RETURNING = _UPDATE_STAGE.returning(*_S.c)
-_BUMP_RETURNING = _BUMP.returning(_R.c.event_sequence)
 
 
-def _append_in_one() -> Any:
+def _bump(changed: tuple[str, ...]) -> Any:
+    """The sequence bump, also SETting the ``changed`` run columns (from ``c_<name>``)."""
+    if not changed:
+        return _BUMP
+    extra = {name: bindparam(f"c_{name}", type_=_R.c[name].type) for name in changed}
+    return _BUMP.values(**extra)
+
+
+def _append_in_one(changed: tuple[str, ...] = ()) -> Any:
     """``WITH seq AS (UPDATE runs ... RETURNING event_sequence) INSERT INTO outbox_events
     SELECT ..., seq.event_sequence FROM seq RETURNING sequence`` (PostgreSQL): one statement,
     and nothing is inserted when the run does not exist."""
-    seq = _BUMP.returning(_R.c.event_sequence).cte("seq")
+    seq = _bump(changed).returning(_R.c.event_sequence).cte("seq")
     columns = [
         seq.c.event_sequence
         if name == "sequence"
@@ -138,7 +145,9 @@ def _append_in_one() -> Any:
     return insert(_E).from_select(_EVENT_COLUMNS, select(*columns)).returning(_E.c.sequence)
 
 
-_APPEND_IN_ONE = _append_in_one()
+#: Per set of run columns changed along (``append_event``'s ``run_changes``): few distinct.
+_APPEND_IN_ONE: dict[tuple[str, ...], Any] = {(): _append_in_one()}
+_BUMP_RETURNING_WITH: dict[tuple[str, ...], Any] = {(): _BUMP.returning(_R.c.event_sequence)}
 _RUN_LABELS = [f"r_{c.name}" for c in _R.c]
 _STAGE_LABELS = [f"s_{c.name}" for c in _S.c]
 
@@ -539,7 +548,12 @@ class SqlPersistence:
         *,
         occurred_at: datetime,
         causation_id: str | None = None,
+        run_changes: Mapping[str, Any] | None = None,
     ) -> OutboxEvent:
+        changes = self._changes(workflow_runs, run_changes or {})
+        changes.pop("event_sequence", None)
+        changed = tuple(sorted(changes))
+        extra = {f"c_{k}": v for k, v in changes.items()}
         event = OutboxEvent(
             id=uuid.uuid4().hex,
             workflow_run_id=workflow_run_id,
@@ -554,17 +568,25 @@ class SqlPersistence:
             if self._dialect == "postgresql":
                 params = {f"p_{k}": v for k, v in values.items()}
                 params["w_run"] = workflow_run_id
-                sequence = conn.execute(_APPEND_IN_ONE, params).scalar_one_or_none()
+                stmt = _APPEND_IN_ONE.get(changed)
+                if stmt is None:
+                    stmt = _APPEND_IN_ONE[changed] = _append_in_one(changed)
+                sequence = conn.execute(stmt, {**params, **extra}).scalar_one_or_none()
                 if sequence is None:
                     raise RunNotFoundError(workflow_run_id)
                 return event.model_copy(update={"sequence": sequence})
+            params = {"w_run": workflow_run_id, **extra}
             if self._returning:
-                bump = _BUMP_RETURNING
-                sequence = conn.execute(bump, {"w_run": workflow_run_id}).scalar_one_or_none()
+                bump = _BUMP_RETURNING_WITH.get(changed)
+                if bump is None:
+                    bump = _BUMP_RETURNING_WITH[changed] = _bump(changed).returning(
+                        workflow_runs.c.event_sequence
+                    )
+                sequence = conn.execute(bump, params).scalar_one_or_none()
                 if sequence is None:
                     raise RunNotFoundError(workflow_run_id)
             else:
-                if conn.execute(_BUMP, {"w_run": workflow_run_id}).rowcount == 0:
+                if conn.execute(_bump(changed), params).rowcount == 0:
                     raise RunNotFoundError(workflow_run_id)
                 sequence = conn.execute(
                     select(workflow_runs.c.event_sequence).where(

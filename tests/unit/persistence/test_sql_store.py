@@ -433,6 +433,32 @@ def test_append_event_sequences_and_missing_run(either: Any) -> None:
         either.append_event("missing", "x", {}, occurred_at=at(0))
 
 
+def test_append_event_can_change_the_run_in_the_same_write(either: Any) -> None:
+    either.insert_run(make_run("r1"))
+    either.append_event("r1", "a", {}, occurred_at=at(1))
+    event = either.append_event(
+        "r1",
+        "b",
+        {"x": 1},
+        occurred_at=at(2),
+        run_changes={"status": Status.RUNNING, "stage_attempts": {"s": 2}, "updated_at": at(3)},
+    )
+    assert event.sequence == 2
+    run = either.get_run("r1")
+    assert (run.status, run.stage_attempts, run.updated_at) == (Status.RUNNING, {"s": 2}, at(3))
+    assert run.event_sequence == 2
+    assert [r.id for r in either.list_runs(status=Status.RUNNING)] == ["r1"]  # status index
+    with pytest.raises(RunNotFoundError):
+        either.append_event("missing", "x", {}, occurred_at=at(0), run_changes={"priority": 1})
+
+
+def test_append_event_refuses_unknown_run_fields(store: SqlPersistence) -> None:
+    store.insert_run(make_run("r1"))
+    with pytest.raises(ValueError, match="no field"):
+        store.append_event("r1", "a", {}, occurred_at=at(1), run_changes={"nope": 1})
+    assert store.list_events("r1") == []
+
+
 def test_outbox_publish_failure_dlq_requeue(either: Any) -> None:
     either.insert_run(make_run("r1"))
     either.insert_run(make_run("r0"))
