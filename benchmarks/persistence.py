@@ -6,6 +6,13 @@
 
 For each database it measures, through a real kernel on ``SqlPersistence``:
 
+* SQL statements and round trips (``airflow_workflow_engine.testing.sql_counter``): per stage
+  completion of the timed workload, and per command of one whole 5-stage run (the drive of
+  ``benchmarks/kernel_lifecycle.py``: ``run.create`` with an idempotency key,
+  ``run.claimPending``, {``job.execute``, ``run.transition``} per stage, ``outbox.flush``);
+* a plain SQLAlchemy loop on the same engine, one transaction with one INSERT and one
+  UPDATE per completion, run before and after the kernel's single-thread stage completions;
+  the ratio of the two rates is issue 11's "within 3x of the practical SQL limit" (>= 0.33);
 * stage completions per second: ``job.execute`` of one-stage runs that were created and
   claimed beforehand (not timed), so each timed dispatch is the RUNNING transaction, the
   trivial stage body (one annotation, a small output) and the outcome transaction (stage
@@ -22,7 +29,8 @@ SQLite runs on a file in a temporary directory with the engine's own settings (W
 ``tests/postgres_fixtures.py``) with PostgreSQL's default durability (``fsync``,
 ``synchronous_commit`` and ``full_page_writes`` on); ``--pg-fast`` keeps the test fixture's
 settings instead (all three off). The cluster is stopped and removed at the end. Progress goes
-to stderr, figures to stdout.
+to stderr, figures to stdout. ``--threads 0``, ``--creates 0`` and ``--ledger-rows 0`` skip
+those parts.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import platform
 import random
 import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 import threading
@@ -45,7 +54,18 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    func,
+    select,
+    text,
+)
 
 from airflow_workflow_engine import WorkflowBuilder, define_stage
 from airflow_workflow_engine.ai.sql_ledger import SqlLedger
@@ -60,6 +80,7 @@ from airflow_workflow_engine.testing.adapters import (
     InMemoryJobTransport,
     NoopScheduler,
 )
+from airflow_workflow_engine.testing.sql_counter import SqlCounter, drive_run, five_stage_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # for tests.postgres_fixtures
@@ -246,7 +267,7 @@ def count_annotations(engine: Engine) -> int:
         return int(conn.execute(select(func.count()).select_from(annotations_table)).scalar_one())
 
 
-def bench_single_writer(store: SqlPersistence, kernel: Kernel, n: int, figures: Figures) -> None:
+def bench_single_writer(store: SqlPersistence, kernel: Kernel, n: int, figures: Figures) -> float:
     step(f"{figures.backend}: preparing {n:,} runs (create + claim, not timed)")
     progress = Progress("prepared", n)
     run_ids = prepare_runs(kernel, n, "single", progress)
@@ -264,6 +285,104 @@ def bench_single_writer(store: SqlPersistence, kernel: Kernel, n: int, figures: 
         f"{per_second(n, elapsed):,.0f} ({n:,} stages in {elapsed:.2f} s; "
         f"p50 {percentile_ms(latencies, 0.5):.1f} ms, p95 {percentile_ms(latencies, 0.95):.1f} ms)",
     )
+    return per_second(n, elapsed)
+
+
+# -- statements, round trips and the plain loop ----------------------------------------------
+
+
+def bench_counts(store: SqlPersistence, kernel: Kernel, figures: Figures) -> None:
+    """Statements and round trips per command: one stage completion of the timed workload,
+    and one whole 5-stage run (the drive of benchmarks/kernel_lifecycle.py)."""
+    step(f"{figures.backend}: counting statements and round trips")
+    run_ids = prepare_runs(kernel, 11, "counted", Progress("prepared", 11))
+    execute_stages(kernel, run_ids[:1], Progress("warm", 1))
+    with SqlCounter(store.engine) as counter, counter.label("job.execute"):
+        execute_stages(kernel, run_ids[1:], Progress("counted", 10))
+    one = counter.by_label["job.execute"]
+    figures.put(
+        "per stage completion (job.execute, 1 annotation)",
+        f"{one.statements / 10:.1f} statements, {one.round_trips / 10:.1f} round trips, "
+        f"{one.transactions / 10:.1f} transactions",
+    )
+    queue = InMemoryJobTransport()
+    five = create_kernel(
+        persistence=store,
+        ledger=SqlLedger(store.engine),
+        blob_store=InMemoryBlobStore(),
+        job_transport=queue,
+        event_sink=CollectingEventSink(),
+        scheduler=NoopScheduler(),
+        registry=DictRegistry([five_stage_workflow()]),
+    )
+    drive_run(five, queue, SqlCounter(store.engine), "bench", {"x": 0}, idempotency_key="warm")
+    with SqlCounter(store.engine) as counter:
+        run_id = drive_run(five, queue, counter, "bench", {"x": 0}, idempotency_key="counted")
+    assert five.require_run(run_id).output == {"x": 4}
+    total = counter.total
+    figures.put(
+        "whole 5-stage run, per stage",
+        f"{total.statements / 5:.1f} statements, {total.round_trips / 5:.1f} round trips "
+        f"({total.statements} and {total.round_trips} per run, {total.transactions} transactions)",
+    )
+    for label, c in counter.by_label.items():
+        times = 5 if label in ("job.execute", "run.transition") else 1
+        each = (
+            f", {c.statements / times:.1f} / {c.round_trips / times:.1f} each" if times > 1 else ""
+        )
+        figures.put(
+            f"  {label} (x{times})",
+            f"{c.statements} statements, {c.round_trips} round trips{each}",
+        )
+
+
+PLAIN = Table(
+    "bench_plain_stages",
+    MetaData(),
+    Column("id", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("output", JSON),
+    Column("updated_at", DateTime(timezone=True)),
+)
+PLAIN_EVENTS = Table(
+    "bench_plain_events",
+    MetaData(),
+    Column("id", String(32), primary_key=True),
+    Column("stage_id", String(32), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("payload", JSON),
+)
+
+
+def bench_plain_loop(engine: Engine, n: int, figures: Figures) -> float:
+    """The practical limit: per completion one transaction with one INSERT (an event) and one
+    UPDATE (the stage row), SQLAlchemy Core on the same engine."""
+    step(f"{figures.backend}: plain SQLAlchemy loop, INSERT + UPDATE x {n:,}")
+    for table in (PLAIN, PLAIN_EVENTS):
+        table.create(engine, checkfirst=True)
+    ids = [f"{i:032x}" for i in range(n)]
+    with engine.begin() as conn:
+        conn.execute(PLAIN.insert(), [{"id": i, "status": "RUNNING"} for i in ids])
+    insert_event = PLAIN_EVENTS.insert()
+    start = time.perf_counter()
+    for i in ids:
+        with engine.begin() as conn:
+            conn.execute(
+                insert_event, {"id": f"e{i[1:]}", "stage_id": i, "type": "completed", "payload": {}}
+            )
+            conn.execute(
+                PLAIN.update()
+                .where(PLAIN.c.id == i)
+                .values(
+                    status="COMPLETED", output={"text": i}, updated_at=datetime.now(timezone.utc)
+                )
+            )
+    elapsed = time.perf_counter() - start
+    for table in (PLAIN_EVENTS, PLAIN):
+        table.drop(engine)
+    rate = per_second(n, elapsed)
+    figures.put("plain INSERT + UPDATE loop/s, 1 thread", f"{rate:,.0f} ({n:,} in {elapsed:.2f} s)")
+    return rate
 
 
 def bench_concurrent(
@@ -581,10 +700,22 @@ def bench_backend(name: str, url: str, version: str, args: argparse.Namespace) -
     store = SqlPersistence(url)
     try:
         kernel = build_kernel(store, build_workflow())
-        bench_single_writer(store, kernel, args.stages, figures)
-        bench_concurrent(store, kernel, args.threads, args.stages_per_thread, figures)
-        bench_run_create(kernel, args.creates, figures)
-        bench_ledger(store.engine, args.ledger_rows, args.days, args.repeats, figures)
+        bench_counts(store, kernel, figures)
+        # Interleaved (plain, kernel, plain): the machine's load moves both alike.
+        plain = [bench_plain_loop(store.engine, args.stages, figures)]
+        ours = bench_single_writer(store, kernel, args.stages, figures)
+        plain.append(bench_plain_loop(store.engine, args.stages, figures))
+        figures.put(
+            "stage completions / plain loop",
+            f"{ours / statistics.mean(plain):.2f} (target >= 0.33; plain {plain[0]:,.0f} and "
+            f"{plain[1]:,.0f}/s)",
+        )
+        if args.threads > 0:
+            bench_concurrent(store, kernel, args.threads, args.stages_per_thread, figures)
+        if args.creates > 0:
+            bench_run_create(kernel, args.creates, figures)
+        if args.ledger_rows > 0:
+            bench_ledger(store.engine, args.ledger_rows, args.days, args.repeats, figures)
     finally:
         store.close()
     return figures

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    bindparam,
     case,
     exc,
     func,
@@ -42,6 +43,7 @@ from airflow_workflow_engine.ai.ledger import (
 from airflow_workflow_engine.persistence.sql.engine import (
     BEGIN_MODE_OPTION,
     EngineSource,
+    current_connection,
     describe_url,
     make_engine,
 )
@@ -52,6 +54,22 @@ __all__ = ["SqlLedger"]
 
 _DB_ERRORS = (exc.DBAPIError, exc.OperationalError)
 _COLUMNS = [c.name for c in ai_calls.columns]
+
+
+def _run_and_stage_totals() -> Any:
+    """Built once with bound parameters: SQLAlchemy reuses the compiled SQL."""
+    c = ai_calls.c
+    tokens = c.input_tokens + c.output_tokens
+    in_stage = c.stage_id == bindparam("w_stage")
+    return select(
+        func.sum(c.cost),
+        func.coalesce(func.sum(tokens), 0),
+        func.sum(case((in_stage, c.cost))),
+        func.coalesce(func.sum(case((in_stage, tokens))), 0),
+    ).where(c.workflow_run_id == bindparam("w_run"))
+
+
+_RUN_AND_STAGE = _run_and_stage_totals()
 
 
 class SqlLedger:
@@ -87,6 +105,16 @@ class SqlLedger:
 
     @contextmanager
     def _tx(self, *, write: bool) -> Iterator[Connection]:
+        outer = None if write else current_connection(self._engine)
+        if outer is not None:
+            # A read while the kernel holds a transaction on the same engine (the outcome
+            # transaction reads the totals): join it rather than open a second connection.
+            # Writes never join: a call's cost commits on its own, whatever the stage does.
+            try:
+                yield outer
+            except _DB_ERRORS as err:
+                raise translate_error(err, self._engine.url) from err
+            return
         try:
             conn = self._engine.connect()
         except _DB_ERRORS as err:
@@ -144,6 +172,16 @@ class SqlLedger:
         with self._tx(write=False) as conn:
             cost, tokens = conn.execute(stmt).one()
         return money(cost), int(tokens)
+
+    def run_and_stage_totals(
+        self, workflow_run_id: str, stage_id: str
+    ) -> tuple[tuple[Decimal, int], tuple[Decimal, int]]:
+        """``(totals(run), totals(run, stage))`` in one query (the kernel's outcome
+        transaction reads both)."""
+        with self._tx(write=False) as conn:
+            params = {"w_run": workflow_run_id, "w_stage": stage_id}
+            run_cost, run_tokens, cost, stage_tokens = conn.execute(_RUN_AND_STAGE, params).one()
+        return (money(run_cost), int(run_tokens)), (money(cost), int(stage_tokens))
 
     def spent(self, workflow_run_id: str, stage_id: str | None = None) -> Decimal:
         return self.totals(workflow_run_id, stage_id)[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -170,6 +170,15 @@ class Kernel:
             raise RunNotFoundError(workflow_run_id)
         return run
 
+    def require_run_with_stages(
+        self, workflow_run_id: str, *, for_update: bool = False
+    ) -> tuple[RunRecord, list[StageRecord]]:
+        """The run and its stage rows (outputs not resolved from the blob store), one read."""
+        run, stages = self.persistence.get_run_with_stages(workflow_run_id, for_update=for_update)
+        if run is None:
+            raise RunNotFoundError(workflow_run_id)
+        return run, stages
+
     def emit(
         self, workflow_run_id: str, type: str, payload: dict[str, Any] | None = None
     ) -> OutboxEvent:
@@ -177,17 +186,54 @@ class Kernel:
             workflow_run_id, type, payload or {}, occurred_at=self.now()
         )
 
+    def emit_with_run_changes(
+        self, run: RunRecord, type: str, payload: dict[str, Any], **changes: Any
+    ) -> RunRecord:
+        """``update_run(run.id, **changes)`` and ``emit(...)`` in one write (one statement on
+        PostgreSQL); returns the run as changed. ``run``: as read in this transaction."""
+        event = self.persistence.append_event(
+            run.id, type, payload, occurred_at=self.now(), run_changes=changes
+        )
+        return run.model_copy(update={**changes, "event_sequence": event.sequence})
+
+    def set_run_status_and_emit(
+        self, run: RunRecord, target: Status, type: str, payload: dict[str, Any], **changes: Any
+    ) -> RunRecord:
+        """``set_run_status`` and ``emit`` in one write."""
+        check_run_transition(run.status, target, f"(run {run.id})")
+        return self.emit_with_run_changes(
+            run, type, payload, status=target, updated_at=self.now(), **changes
+        )
+
     def set_run_status(self, run: RunRecord, target: Status, **changes: Any) -> RunRecord:
         check_run_transition(run.status, target, f"(run {run.id})")
         return self.persistence.update_run(run.id, status=target, updated_at=self.now(), **changes)
 
-    def start_group(self, run: RunRecord, workflow: Workflow, number: int) -> list[str]:
-        """Creates the group's stage rows (idempotently) and enqueues one job per stage."""
+    def start_group(
+        self,
+        run: RunRecord,
+        workflow: Workflow,
+        number: int,
+        existing: Collection[str] | None = None,
+    ) -> list[str]:
+        """Creates the group's stage rows (idempotently) and enqueues one job per stage.
+
+        ``existing``: the run's stage ids as read in this transaction (else they are read).
+        """
         now = self.now()
         order = {sid: i for i, sid in enumerate(workflow.stage_ids())}
+        group = workflow.group(number)
+        if existing is None:
+            if len(group) == 1:
+                found = self.persistence.get_stage(run.id, group[0].id)
+                existing = () if found is None else (found.stage_id,)
+            else:
+                existing = {
+                    s.stage_id for s in self.persistence.list_stages(run.id, resolve_outputs=False)
+                }
         requests = []
-        for st in workflow.group(number):
-            if self.persistence.get_stage(run.id, st.id) is not None:
+        for st in group:
+            if st.id in existing:
                 continue
             self.persistence.insert_stage(
                 StageRecord(
@@ -270,11 +316,31 @@ class Kernel:
         except Exception:
             logger.exception("could not mark the AI ledger rows of %s/%s", run_id, stage_id)
 
-    def refresh_run_ai_totals(self, run_id: str) -> None:
-        """Copies the ledger's run totals onto the run record (inside the caller's transaction)."""
+    def refresh_ai_totals(self, run: RunRecord, stage_id: str) -> dict[str, Any]:
+        """``refresh_run_ai_totals(run.id, run)`` and ``stage_ai_metrics(run.id, stage_id)``,
+        in one ledger query when the ledger offers ``run_and_stage_totals``."""
+        both = getattr(self.ledger, "run_and_stage_totals", None)
+        if both is None:
+            self.refresh_run_ai_totals(run.id, run)
+            return self.stage_ai_metrics(run.id, stage_id)
+        (run_cost, run_tokens), (cost, tokens) = both(run.id, stage_id)
+        changes = {"total_cost": float(run_cost), "total_tokens": run_tokens}
+        if any(getattr(run, k) != v for k, v in changes.items()):
+            self.persistence.update_run(run.id, **changes)
+        return {"ai_cost": float(cost), "ai_tokens": tokens}
+
+    def refresh_run_ai_totals(self, run_id: str, current: RunRecord | None = None) -> None:
+        """Copies the ledger's run totals onto the run record (inside the caller's transaction).
+
+        ``current``: the run as read in this transaction; when its totals are already the
+        ledger's (a stage that made no model call), nothing is written.
+        """
         changes = self.run_ai_totals(run_id)
-        if changes:
-            self.persistence.update_run(run_id, **changes)
+        if not changes:
+            return
+        if current is not None and all(getattr(current, k) == v for k, v in changes.items()):
+            return
+        self.persistence.update_run(run_id, **changes)
 
     # -- stage data ------------------------------------------------------------------------
     def store_output(self, run_id: str, stage_id: str, value: Any) -> dict[str, Any]:
@@ -298,11 +364,14 @@ class Kernel:
         attempt: int,
         resume_state: dict[str, Any] | None,
         execution_id: str | None = None,
+        records: Sequence[StageRecord] | None = None,
     ) -> StageContext[Any, Any]:
         """Input, config and earlier outputs of a stage, validated. Raises the engine's
-        validation errors (never retried)."""
+        validation errors (never retried). ``records``: the run's stages with their outputs,
+        when the caller read them already."""
         st = workflow.get_stage(stage_id)
-        records = self.persistence.list_stages(run.id)
+        if records is None:
+            records = self.persistence.list_stages(run.id)
         context = build_workflow_context(workflow, records, workflow.group_of(stage_id))
         stage_input = resolve_stage_input(workflow, run, st, context)
         config = workflow.stage_config(stage_id, run.config)

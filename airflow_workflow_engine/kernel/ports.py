@@ -6,7 +6,7 @@ is handed out through :class:`JobTransport`, and state lives behind :class:`Pers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -156,6 +156,13 @@ class Persistence(Protocol):
         """``for_update`` locks the run row until the transaction ends (PostgreSQL)."""
         ...
 
+    def get_run_with_stages(
+        self, workflow_run_id: str, *, for_update: bool = False
+    ) -> tuple[RunRecord | None, list[StageRecord]]:
+        """``get_run`` and ``list_stages(resolve_outputs=False)`` in one read (one statement
+        on SQL); ``(None, [])`` for an unknown run."""
+        ...
+
     def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
         """The newest run created with ``run.create``'s idempotency key ``key`` (under
         Airflow ``"<dag_id>/<run_id>"``), or ``None``."""
@@ -215,8 +222,10 @@ class Persistence(Protocol):
         *,
         occurred_at: datetime,
         causation_id: str | None = None,
+        run_changes: Mapping[str, Any] | None = None,
     ) -> OutboxEvent:
-        """Writes an event with the run's next gap-free sequence number."""
+        """Writes an event with the run's next gap-free sequence number. ``run_changes``:
+        fields of the run to update in the same write (``update_run``'s, without its read)."""
         ...
 
     def list_events(self, workflow_run_id: str) -> list[OutboxEvent]: ...
@@ -229,6 +238,11 @@ class Persistence(Protocol):
         ...
 
     def mark_event_published(self, event_id: str, at: datetime) -> None: ...
+
+    def mark_events_published(self, event_ids: Sequence[str], at: datetime) -> None:
+        """Marks several events published at once (all or none; ``KeyError`` for a missing
+        one)."""
+        ...
 
     def record_event_failure(
         self, event_id: str, error: str, retry_count: int, dlq_at: datetime | None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -134,6 +134,14 @@ class InMemoryPersistence:
     def get_run(self, workflow_run_id: str, *, for_update: bool = False) -> RunRecord | None:
         with self._lock:
             return self.runs.get(workflow_run_id)
+
+    def get_run_with_stages(
+        self, workflow_run_id: str, *, for_update: bool = False
+    ) -> tuple[RunRecord | None, list[StageRecord]]:
+        run = self.get_run(workflow_run_id)
+        if run is None:
+            return None, []
+        return run, self.list_stages(workflow_run_id, resolve_outputs=False)
 
     def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
         with self._lock:
@@ -273,14 +281,20 @@ class InMemoryPersistence:
         *,
         occurred_at: datetime,
         causation_id: str | None = None,
+        run_changes: Mapping[str, Any] | None = None,
     ) -> OutboxEvent:
         with self.transaction():
             old = self.runs.get(workflow_run_id)
             if old is None:
                 raise RunNotFoundError(workflow_run_id)
-            # Only the sequence moves: no status or key index to touch, so skip _put_run.
-            run = old.model_copy(update={"event_sequence": old.event_sequence + 1})
-            self._set(self.runs, workflow_run_id, run)
+            run = old.model_copy(
+                update={**(run_changes or {}), "event_sequence": old.event_sequence + 1}
+            )
+            if run_changes:
+                self._put_run(run)
+            else:
+                # Only the sequence moves: no status or key index to touch.
+                self._set(self.runs, workflow_run_id, run)
             event = OutboxEvent(
                 id=uuid.uuid4().hex,
                 workflow_run_id=workflow_run_id,
@@ -331,6 +345,11 @@ class InMemoryPersistence:
 
     def mark_event_published(self, event_id: str, at: datetime) -> None:
         self._update_event(event_id, published_at=at)
+
+    def mark_events_published(self, event_ids: Sequence[str], at: datetime) -> None:
+        with self.transaction():
+            for eid in event_ids:
+                self._update_event(eid, published_at=at)
 
     def record_event_failure(
         self, event_id: str, error: str, retry_count: int, dlq_at: datetime | None

@@ -35,6 +35,8 @@ class _Started:
     run: RunRecord
     stage: StageRecord
     attempt: int
+    #: The run's stage rows as phase 1 read them (outputs not resolved from the blob store).
+    records: list[StageRecord]
 
 
 def _result(cmd: JobExecute, outcome: Any, attempt: int, **fields: Any) -> JobExecuteResult:
@@ -55,10 +57,12 @@ def _replay(k: Kernel, cmd: JobExecute, rec: StageRecord) -> JobExecuteResult:
     return _result(cmd, "suspended", rec.attempt, next_poll_at=rec.next_poll_at, replayed=True)
 
 
-def _ensure_stage(k: Kernel, run: RunRecord, wf: Workflow, stage_id: str) -> StageRecord:
-    """The stage row, created if this delivery got here before ``run.transition`` (hosts such
-    as Airflow start a group's tasks themselves). Earlier groups must be complete."""
-    rec = k.persistence.get_stage(run.id, stage_id)
+def _ensure_stage(
+    k: Kernel, run: RunRecord, wf: Workflow, stage_id: str, rec: StageRecord | None
+) -> StageRecord:
+    """The stage row ``rec`` (as read), created if this delivery got here before
+    ``run.transition`` (hosts such as Airflow start a group's tasks themselves). Earlier
+    groups must be complete."""
     if rec is not None:
         return rec
     number = wf.group_of(stage_id)
@@ -81,19 +85,21 @@ def _ensure_stage(k: Kernel, run: RunRecord, wf: Workflow, stage_id: str) -> Sta
 
 def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
     with k.persistence.transaction():
-        run = k.require_run(cmd.workflow_run_id, for_update=True)
+        # The run (locked) and all its stages in one read: this stage's row, and the earlier
+        # outputs phase 2 builds the stage's input from.
+        run, records = k.require_run_with_stages(cmd.workflow_run_id, for_update=True)
         wf = k.workflow(run.workflow_id)
         wf.get_stage(cmd.stage_id)  # StageNotFoundError for an unknown stage
         if run.status == Status.PENDING:
             start_run(k, run, cmd.worker_id or "job.execute")
-            run = k.require_run(run.id)
-        rec = k.persistence.get_stage(run.id, cmd.stage_id)
+            run, records = k.require_run_with_stages(run.id)
+        rec = next((r for r in records if r.stage_id == cmd.stage_id), None)
         if rec is not None and rec.status in (Status.COMPLETED, Status.SUSPENDED):
             return _replay(k, cmd, rec)
         if run.status not in _ACTIVE_RUN:
             # Cancelled or failed before this delivery started: nothing to run.
             return _result(cmd, "cancelled", rec.attempt if rec else 0, ghost=True)
-        rec = _ensure_stage(k, run, wf, cmd.stage_id)
+        rec = _ensure_stage(k, run, wf, cmd.stage_id, rec)
         now = k.now()
         if rec.status == Status.RUNNING:
             # The previous attempt's worker died mid-stage (Airflow retried the task).
@@ -112,10 +118,10 @@ def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
             "updated_at": now,
         }
         if run.status == Status.SUSPENDED:
-            run = k.set_run_status(run, Status.RUNNING, **changes)
-            k.emit(run.id, "workflow:resumed", {"stage_id": rec.stage_id})
-        else:
-            run = k.persistence.update_run(run.id, **changes)
+            run = k.set_run_status_and_emit(
+                run, Status.RUNNING, "workflow:resumed", {"stage_id": rec.stage_id}, **changes
+            )
+            changes = {}
         rec = k.persistence.update_stage(
             run.id,
             rec.stage_id,
@@ -125,8 +131,11 @@ def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
             updated_at=now,
             completed_at=None,
         )
-        k.emit(run.id, "stage:started", {"stage_id": rec.stage_id, "attempt": attempt})
-        return _Started(run, rec, attempt)
+        # The run's new attempt count rides on the event's write to the run row.
+        run = k.emit_with_run_changes(
+            run, "stage:started", {"stage_id": rec.stage_id, "attempt": attempt}, **changes
+        )
+        return _Started(run, rec, attempt, records)
 
 
 def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
@@ -143,6 +152,7 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
     stored: dict[str, Any] = {}
     error: BaseException | None = None
     try:
+        in_blobs = any(r.output_ref is not None for r in started.records)
         ctx = k.build_context(
             run,
             wf,
@@ -150,6 +160,8 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
             attempt=attempt,
             resume_state=rec.resume_state,
             execution_id=rec.id,
+            # Outputs moved to the blob store are read now, outside the transaction.
+            records=None if in_blobs else started.records,
         )
         buffer = ctx.buffer
         outcome = interpret_return(stage, k.executor.execute(stage, ctx))
@@ -165,8 +177,8 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
 
     # Phase 3: one transaction for everything the attempt produced.
     with k.persistence.transaction():
-        fresh_run = k.require_run(run.id, for_update=True)
-        fresh = k.persistence.get_stage(run.id, rec.stage_id)
+        fresh_run, stages = k.require_run_with_stages(run.id, for_update=True)
+        fresh = next((s for s in stages if s.stage_id == rec.stage_id), None)
         if (
             fresh_run.status not in _ACTIVE_RUN
             or fresh is None
@@ -174,11 +186,10 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
             or fresh.attempt != attempt
         ):
             # A ghost's model calls were still paid for: the run's totals include them.
-            k.refresh_run_ai_totals(run.id)
+            k.refresh_run_ai_totals(run.id, fresh_run)
             return _result(cmd, "cancelled", attempt, ghost=True, error=_describe(error))
         k.persist_buffer(run.id, rec.stage_id, buffer, attempt)
-        k.refresh_run_ai_totals(run.id)
-        ai = k.stage_ai_metrics(run.id, rec.stage_id)
+        ai = k.refresh_ai_totals(fresh_run, rec.stage_id)
         if error is not None:
             return _fail(k, cmd, fresh, attempt, error, ai=ai)
         if isinstance(outcome, Suspended):

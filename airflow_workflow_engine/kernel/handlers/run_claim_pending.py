@@ -17,40 +17,43 @@ if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.kernel import Kernel
 
 
-def start_run(k: Kernel, run: RunRecord, worker_id: str) -> ClaimedRun | None:
+def start_run(k: Kernel, run: RunRecord | str, worker_id: str) -> ClaimedRun | None:
     """PENDING -> RUNNING and the first group's jobs. Call inside a transaction."""
-    run = k.require_run(run.id, for_update=True)
+    run_id = run if isinstance(run, str) else run.id
+    run, stages = k.require_run_with_stages(run_id, for_update=True)
     if run.status != Status.PENDING:
         return None
     wf = k.workflow(run.workflow_id)
-    run = k.set_run_status(run, Status.RUNNING, started_at=k.now())
-    k.emit(run.id, "workflow:started", {"worker_id": worker_id})
-    job_ids = k.start_group(run, wf, 0)
+    run = k.set_run_status_and_emit(
+        run, Status.RUNNING, "workflow:started", {"worker_id": worker_id}, started_at=k.now()
+    )
+    job_ids = k.start_group(run, wf, 0, existing={s.stage_id for s in stages})
     return ClaimedRun(workflow_run_id=run.id, workflow_id=run.workflow_id, job_ids=job_ids)
 
 
 def handle(k: Kernel, cmd: RunClaimPending) -> RunClaimPendingResult:
     if cmd.workflow_run_id is not None:
-        runs = [k.require_run(cmd.workflow_run_id)]
+        # Read (and locked) once, inside start_run's transaction.
+        run_ids = [cmd.workflow_run_id]
     else:
-        runs = k.persistence.list_runs(status=Status.PENDING, limit=cmd.max_runs)
+        run_ids = [r.id for r in k.persistence.list_runs(status=Status.PENDING, limit=cmd.max_runs)]
     result = RunClaimPendingResult()
-    for run in runs:
+    for run_id in run_ids:
         try:
             with k.persistence.transaction():
-                claimed = start_run(k, run, cmd.worker_id)
+                claimed = start_run(k, run_id, cmd.worker_id)
         except WorkflowNotFoundError as exc:
             # A run whose workflow is gone can never start: fail it rather than retry forever.
             with k.persistence.transaction():
-                fresh = k.require_run(run.id, for_update=True)
+                fresh = k.require_run(run_id, for_update=True)
                 if fresh.status == Status.PENDING:
                     k.fail_run(fresh, str(exc))
-            result.failed.append(run.id)
+            result.failed.append(run_id)
             continue
         except Exception:
             if cmd.workflow_run_id is not None:
                 raise
-            result.failed.append(run.id)
+            result.failed.append(run_id)
             continue
         if claimed is not None:
             result.claimed.append(claimed)

@@ -20,11 +20,13 @@ _DONE = {Status.COMPLETED, Status.SKIPPED}
 
 def handle(k: Kernel, cmd: RunTransition) -> RunTransitionResult:
     with k.persistence.transaction():
-        run = k.require_run(cmd.workflow_run_id, for_update=True)
+        run, stages = k.require_run_with_stages(cmd.workflow_run_id, for_update=True)
         if run.status.is_terminal or run.status == Status.PENDING:
             return RunTransitionResult(workflow_run_id=run.id, action="noop", status=run.status)
         wf = k.workflow(run.workflow_id)
-        records = {r.stage_id: r for r in k.persistence.list_stages(run.id)}
+        if any(s.output_ref is not None for s in stages):
+            stages = k.persistence.list_stages(run.id)  # with the blob-stored outputs
+        records = {r.stage_id: r for r in stages}
         failed = [r for r in records.values() if r.status == Status.FAILED]
         if failed:
             first = min(failed, key=lambda r: r.stage_number)
@@ -33,7 +35,7 @@ def handle(k: Kernel, cmd: RunTransition) -> RunTransitionResult:
         for number in range(wf.group_count):
             group = [records.get(st.id) for st in wf.group(number)]
             if any(r is None for r in group):
-                k.start_group(run, wf, number)
+                k.start_group(run, wf, number, existing=records.keys())
                 return RunTransitionResult(
                     workflow_run_id=run.id, action="advanced", status=run.status, group=number
                 )
@@ -80,13 +82,14 @@ def _complete(
         run = k.fail_run(run, str(exc))
         return RunTransitionResult(workflow_run_id=run.id, action="failed", status=run.status)
     now = k.now()
-    run = k.set_run_status(
+    run = k.set_run_status_and_emit(
         run,
         Status.COMPLETED,
+        "workflow:completed",
+        {"output": value},
         output=value,
         completed_at=now,
         error_message=None,
         **k.run_ai_totals(run.id),
     )
-    k.emit(run.id, "workflow:completed", {"output": value})
     return RunTransitionResult(workflow_run_id=run.id, action="completed", status=run.status)

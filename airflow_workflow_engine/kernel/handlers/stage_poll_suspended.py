@@ -160,8 +160,7 @@ def _commit(
             k.persistence.update_stage(run_id, sid, next_poll_at=next_poll_at, updated_at=now)
             return _outcome(rec, "pending", next_poll_at=next_poll_at)
         # Batch results are priced into the ledger as they are read: roll them up now.
-        k.refresh_run_ai_totals(run_id)
-        ai = k.stage_ai_metrics(run_id, sid)
+        ai = k.refresh_ai_totals(run, sid)
         if outcome in ("failed", "timed_out"):
             k.persistence.update_stage(
                 run_id,

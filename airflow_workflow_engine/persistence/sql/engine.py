@@ -9,15 +9,19 @@ from SQLAlchemy's documentation: the driver's own BEGIN handling is switched off
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, Connection, make_url
 
 __all__ = [
     "BEGIN_MODE_OPTION",
+    "PING_AFTER_IDLE_SECONDS",
     "SQLITE_BUSY_TIMEOUT_SECONDS",
     "EngineSource",
+    "current_connection",
     "describe_url",
     "make_engine",
     "normalize_url",
@@ -33,6 +37,16 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 BEGIN_MODE_OPTION = "wfe_sqlite_begin"
 
 _POSTGRES_ALIASES = ("postgres://", "postgresql://")
+
+#: A pooled server connection is pinged on checkout only when it sat idle in the pool longer
+#: than this. SQLAlchemy's ``pool_pre_ping`` pings on every checkout: one more round trip
+#: for each of a stage's transactions, while a connection just used is alive.
+PING_AFTER_IDLE_SECONDS = 10.0
+_CHECKIN_AT = "wfe_checkin_at"
+
+#: The transaction ``SqlPersistence.transaction()`` holds open on this thread, per engine:
+#: readers of the same database (the ledger's totals) join it instead of opening their own.
+_open = threading.local()
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -67,9 +81,53 @@ def make_engine(source: EngineSource) -> Engine:
                 "('sqlite:////path/to/engine.db'), or InMemoryPersistence for tests."
             )
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+        return prepare_engine(create_engine(url, **kwargs))
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "checkin", _stamp_checkin)
+    event.listen(engine, "checkout", _ping_if_idle(engine))
+    return engine
+
+
+def _stamp_checkin(dbapi_connection: Any, connection_record: Any) -> None:
+    del dbapi_connection
+    connection_record.info[_CHECKIN_AT] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine) -> Any:
+    """A checkout hook that pings connections idle for longer than ``PING_AFTER_IDLE_SECONDS``.
+
+    A dead one raises ``DisconnectionError``: the pool then discards it and connects anew
+    (SQLAlchemy's pessimistic disconnect handling, only less often).
+    """
+
+    def ping(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+        del connection_proxy
+        last = connection_record.info.get(_CHECKIN_AT)
+        if last is None or time.monotonic() - last < PING_AFTER_IDLE_SECONDS:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as err:
+            raise exc.DisconnectionError(f"stale pooled connection: {err}") from err
+
+    return ping
+
+
+def current_connection(engine: Engine) -> Connection | None:
+    """The connection of the transaction ``SqlPersistence`` holds open on this thread for
+    ``engine``, or ``None``."""
+    conns: dict[int, Connection] | None = getattr(_open, "conns", None)
+    return None if conns is None else conns.get(id(engine))
+
+
+def set_current_connection(engine: Engine, conn: Connection | None) -> None:
+    conns: dict[int, Connection] | None = getattr(_open, "conns", None)
+    if conns is None:
+        conns = _open.conns = {}
+    if conn is None:
+        conns.pop(id(engine), None)
     else:
-        kwargs["pool_pre_ping"] = True
-    return prepare_engine(create_engine(url, **kwargs))
+        conns[id(engine)] = conn
 
 
 def prepare_engine(engine: Engine) -> Engine:

@@ -34,8 +34,8 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
-    Select,
     Table,
+    bindparam,
     delete,
     exc,
     func,
@@ -69,6 +69,7 @@ from airflow_workflow_engine.persistence.sql.engine import (
     EngineSource,
     describe_url,
     make_engine,
+    set_current_connection,
 )
 from airflow_workflow_engine.persistence.sql.errors import MIGRATE_HINT, translate_error
 from airflow_workflow_engine.persistence.sql.tables import (
@@ -96,6 +97,59 @@ _ACQUIRE_ATTEMPTS = 5
 def _columns(table: Table) -> list[Any]:
     """The columns that are record fields (not the ``pk`` that keeps insertion order)."""
     return [c for c in table.c if c.name != "pk"]
+
+
+# Hot statements, built once with bound parameters and given their values at execution:
+# SQLAlchemy then finds the compiled SQL in its cache instead of building and keying a new
+# statement from the values each time (most of a stage completion's CPU went there). An
+# UPDATE without .values() SETs the columns named in the parameters.
+_R, _S, _E = workflow_runs, workflow_stages, outbox_events
+_RUN = select(_R).where(_R.c.id == bindparam("w_run"))
+_RUN_FOR_UPDATE = _RUN.with_for_update()  # rendered as nothing on SQLite
+_STAGE = select(_S).where(
+    _S.c.workflow_run_id == bindparam("w_run"), _S.c.stage_id == bindparam("w_stage")
+)
+_UPDATE_RUN = update(_R).where(_R.c.id == bindparam("w_run"))
+_UPDATE_STAGE = update(_S).where(
+    _S.c.workflow_run_id == bindparam("w_run"), _S.c.stage_id == bindparam("w_stage")
+)
+#: The UPDATE locks the run row until commit: concurrent appenders for the same run queue
+#: up there and each sees the sequence the previous one committed.
+_BUMP = (
+    update(_R).where(_R.c.id == bindparam("w_run")).values(event_sequence=_R.c.event_sequence + 1)
+)
+_EVENT_COLUMNS = [c.name for c in _columns(_E)]
+_UPDATE_RUN_RETURNING = _UPDATE_RUN.returning(*_R.c)
+_UPDATE_STAGE_RETURNING = _UPDATE_STAGE.returning(*_S.c)
+
+
+def _bump(changed: tuple[str, ...]) -> Any:
+    """The sequence bump, also SETting the ``changed`` run columns (from ``c_<name>``)."""
+    if not changed:
+        return _BUMP
+    extra = {name: bindparam(f"c_{name}", type_=_R.c[name].type) for name in changed}
+    return _BUMP.values(**extra)
+
+
+def _append_in_one(changed: tuple[str, ...] = ()) -> Any:
+    """``WITH seq AS (UPDATE runs ... RETURNING event_sequence) INSERT INTO outbox_events
+    SELECT ..., seq.event_sequence FROM seq RETURNING sequence`` (PostgreSQL): one statement,
+    and nothing is inserted when the run does not exist."""
+    seq = _bump(changed).returning(_R.c.event_sequence).cte("seq")
+    columns = [
+        seq.c.event_sequence
+        if name == "sequence"
+        else bindparam(f"p_{name}", type_=_E.c[name].type)
+        for name in _EVENT_COLUMNS
+    ]
+    return insert(_E).from_select(_EVENT_COLUMNS, select(*columns)).returning(_E.c.sequence)
+
+
+#: Per set of run columns changed along (``append_event``'s ``run_changes``): few distinct.
+_APPEND_IN_ONE: dict[tuple[str, ...], Any] = {(): _append_in_one()}
+_BUMP_RETURNING_WITH: dict[tuple[str, ...], Any] = {(): _BUMP.returning(_R.c.event_sequence)}
+_RUN_LABELS = [f"r_{c.name}" for c in _R.c]
+_STAGE_LABELS = [f"s_{c.name}" for c in _S.c]
 
 
 def _db(value: Any) -> Any:
@@ -128,6 +182,28 @@ class SqlPersistence:
         self._dialect = self._engine.dialect.name
         self._blob_store = blob_store
         self._local = threading.local()
+        #: UPDATE ... RETURNING the row: one statement instead of an UPDATE and a SELECT.
+        self._returning = self._dialect in ("postgresql", "sqlite")
+        self._if_absent: dict[str, Any] = {}
+        t = workflow_stages
+        self._stages_of_run = (
+            select(t)
+            .where(t.c.workflow_run_id == bindparam("w_run"))
+            .order_by(t.c.stage_number, self._text_order(t.c.stage_id))
+        )
+        # The run's row joined to its stages' rows: one statement where the kernel read the
+        # run (locked) and then its stages.
+        with_stages = (
+            select(
+                *(c.label(n) for c, n in zip(_R.c, _RUN_LABELS, strict=True)),
+                *(c.label(n) for c, n in zip(t.c, _STAGE_LABELS, strict=True)),
+            )
+            .select_from(_R.outerjoin(t, t.c.workflow_run_id == _R.c.id))
+            .where(_R.c.id == bindparam("w_run"))
+            .order_by(t.c.stage_number, self._text_order(t.c.stage_id))
+        )
+        self._run_with_stages = with_stages
+        self._run_with_stages_for_update = with_stages.with_for_update(of=_R)
         if create_tables:
             from airflow_workflow_engine.persistence.sql.migrate import migrate
 
@@ -185,6 +261,10 @@ class SqlPersistence:
                 if self._dialect == "sqlite":
                     mode = "IMMEDIATE" if write else "DEFERRED"
                     conn.execution_options(**{BEGIN_MODE_OPTION: mode})
+                elif not write and self._dialect == "postgresql":
+                    # A read outside any transaction is one statement: in autocommit it
+                    # is one round trip instead of three (BEGIN, SELECT, COMMIT).
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
                 with conn.begin():
                     yield conn
         except _DB_ERRORS as err:
@@ -210,10 +290,12 @@ class SqlPersistence:
             return
         with self._own_transaction(write=True) as conn:
             self._local.conn = conn
+            set_current_connection(self._engine, conn)
             try:
                 yield
             finally:
                 self._local.conn = None
+                set_current_connection(self._engine, None)
 
     def attach_blob_store(self, blob_store: BlobStore) -> None:
         if self._blob_store is None:
@@ -232,16 +314,19 @@ class SqlPersistence:
         """
         if self._dialect == "postgresql":
             # RETURNING, not rowcount: SQLAlchemy may add its own RETURNING, hiding rowcount.
-            pg_stmt = (
-                postgresql.insert(table)
-                .values(values)
-                .on_conflict_do_nothing()
-                .returning(literal(1))
-            )
-            return conn.execute(pg_stmt).first() is not None
+            pg_stmt = self._if_absent.get(table.name)
+            if pg_stmt is None:
+                pg_stmt = self._if_absent[table.name] = (
+                    postgresql.insert(table).on_conflict_do_nothing().returning(literal(1))
+                )
+            return conn.execute(pg_stmt, values).first() is not None
         if self._dialect == "sqlite":
-            lite_stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
-            return conn.execute(lite_stmt).rowcount == 1
+            lite_stmt = self._if_absent.get(table.name)
+            if lite_stmt is None:
+                lite_stmt = self._if_absent[table.name] = sqlite.insert(
+                    table
+                ).on_conflict_do_nothing()
+            return conn.execute(lite_stmt, values).rowcount == 1
         try:
             with conn.begin_nested():
                 conn.execute(insert(table).values(values))
@@ -263,20 +348,32 @@ class SqlPersistence:
                 raise ValueError(f"run {run.id} exists")
 
     def _select_run(self, conn: Connection, workflow_run_id: str) -> RunRecord | None:
-        row = (
-            conn.execute(select(workflow_runs).where(workflow_runs.c.id == workflow_run_id))
-            .mappings()
-            .one_or_none()
-        )
+        row = conn.execute(_RUN, {"w_run": workflow_run_id}).mappings().one_or_none()
         return None if row is None else RunRecord.model_validate(dict(row))
 
     def get_run(self, workflow_run_id: str, *, for_update: bool = False) -> RunRecord | None:
-        query = select(workflow_runs).where(workflow_runs.c.id == workflow_run_id)
-        if for_update:
-            query = query.with_for_update()  # rendered as nothing on SQLite
+        query = _RUN_FOR_UPDATE if for_update else _RUN
         with self._tx(write=for_update) as conn:
-            row = conn.execute(query).mappings().one_or_none()
+            row = conn.execute(query, {"w_run": workflow_run_id}).mappings().one_or_none()
         return None if row is None else RunRecord.model_validate(dict(row))
+
+    def get_run_with_stages(
+        self, workflow_run_id: str, *, for_update: bool = False
+    ) -> tuple[RunRecord | None, list[StageRecord]]:
+        query = self._run_with_stages_for_update if for_update else self._run_with_stages
+        with self._tx(write=for_update) as conn:
+            rows = conn.execute(query, {"w_run": workflow_run_id}).all()
+        if not rows:
+            return None, []
+        first = rows[0]
+        run = RunRecord.model_validate({c.name: first[i] for i, c in enumerate(_R.c)})
+        width = len(_RUN_LABELS)
+        stages = [
+            StageRecord.model_validate({c.name: row[width + i] for i, c in enumerate(_S.c)})
+            for row in rows
+            if row[width] is not None  # the outer join's row of a run without stages
+        ]
+        return run, stages
 
     def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
         query = (
@@ -292,12 +389,15 @@ class SqlPersistence:
     def update_run(self, workflow_run_id: str, **changes: Any) -> RunRecord:
         values = self._changes(workflow_runs, changes)
         with self._tx() as conn:
+            params = {"w_run": workflow_run_id, **values}
+            if values and self._returning:
+                stmt = _UPDATE_RUN_RETURNING
+                row = conn.execute(stmt, params).mappings().one_or_none()
+                if row is None:
+                    raise RunNotFoundError(workflow_run_id)
+                return RunRecord.model_validate(dict(row))
             if values:
-                conn.execute(
-                    update(workflow_runs)
-                    .where(workflow_runs.c.id == workflow_run_id)
-                    .values(values)
-                )
+                conn.execute(_UPDATE_RUN, params)
             run = self._select_run(conn, workflow_run_id)
             if run is None:
                 raise RunNotFoundError(workflow_run_id)
@@ -329,29 +429,17 @@ class SqlPersistence:
             if not self._insert_if_absent(conn, workflow_stages, _values(stage.model_dump())):
                 raise ValueError(f"stage {stage.stage_id} of run {stage.workflow_run_id} exists")
 
-    @staticmethod
-    def _stage_query(workflow_run_id: str, stage_id: str) -> Select[Any]:
-        t = workflow_stages
-        return select(t).where(t.c.workflow_run_id == workflow_run_id, t.c.stage_id == stage_id)
-
     def get_stage(self, workflow_run_id: str, stage_id: str) -> StageRecord | None:
         with self._tx(write=False) as conn:
-            row = (
-                conn.execute(self._stage_query(workflow_run_id, stage_id)).mappings().one_or_none()
-            )
+            params = {"w_run": workflow_run_id, "w_stage": stage_id}
+            row = conn.execute(_STAGE, params).mappings().one_or_none()
         return None if row is None else StageRecord.model_validate(dict(row))
 
     def list_stages(
         self, workflow_run_id: str, *, resolve_outputs: bool = True
     ) -> list[StageRecord]:
-        t = workflow_stages
-        query = (
-            select(t)
-            .where(t.c.workflow_run_id == workflow_run_id)
-            .order_by(t.c.stage_number, self._text_order(t.c.stage_id))
-        )
         with self._tx(write=False) as conn:
-            rows = conn.execute(query).mappings().all()
+            rows = conn.execute(self._stages_of_run, {"w_run": workflow_run_id}).mappings().all()
         stages = [StageRecord.model_validate(dict(r)) for r in rows]
         if resolve_outputs:
             stages = [self._resolve(s) for s in stages]
@@ -365,17 +453,15 @@ class SqlPersistence:
 
     def update_stage(self, workflow_run_id: str, stage_id: str, **changes: Any) -> StageRecord:
         values = self._changes(workflow_stages, changes)
-        t = workflow_stages
         with self._tx() as conn:
-            if values:
-                conn.execute(
-                    update(t)
-                    .where(t.c.workflow_run_id == workflow_run_id, t.c.stage_id == stage_id)
-                    .values(values)
-                )
-            row = (
-                conn.execute(self._stage_query(workflow_run_id, stage_id)).mappings().one_or_none()
-            )
+            params = {"w_run": workflow_run_id, "w_stage": stage_id, **values}
+            if values and self._returning:
+                stmt = _UPDATE_STAGE_RETURNING
+                row = conn.execute(stmt, params).mappings().one_or_none()
+            else:
+                if values:
+                    conn.execute(_UPDATE_STAGE, params)
+                row = conn.execute(_STAGE, params).mappings().one_or_none()
             if row is None:
                 raise KeyError(f"stage {stage_id} of run {workflow_run_id} does not exist")
             return StageRecord.model_validate(dict(row))
@@ -462,32 +548,54 @@ class SqlPersistence:
         *,
         occurred_at: datetime,
         causation_id: str | None = None,
+        run_changes: Mapping[str, Any] | None = None,
     ) -> OutboxEvent:
-        runs = workflow_runs
+        changes = self._changes(workflow_runs, run_changes or {})
+        changes.pop("event_sequence", None)
+        changed = tuple(sorted(changes))
+        extra = {f"c_{k}": v for k, v in changes.items()}
+        event = OutboxEvent(
+            id=uuid.uuid4().hex,
+            workflow_run_id=workflow_run_id,
+            sequence=1,  # the run's next one, below
+            type=type,
+            payload=payload,
+            causation_id=causation_id,
+            occurred_at=occurred_at,
+        )
+        values = _values(event.model_dump())
         with self._tx() as conn:
-            # The UPDATE locks the run row until commit: concurrent appenders for the same
-            # run queue up here and each sees the sequence the previous one committed.
-            bumped = conn.execute(
-                update(runs)
-                .where(runs.c.id == workflow_run_id)
-                .values(event_sequence=runs.c.event_sequence + 1)
-            )
-            if bumped.rowcount == 0:
-                raise RunNotFoundError(workflow_run_id)
-            sequence = conn.execute(
-                select(runs.c.event_sequence).where(runs.c.id == workflow_run_id)
-            ).scalar_one()
-            event = OutboxEvent(
-                id=uuid.uuid4().hex,
-                workflow_run_id=workflow_run_id,
-                sequence=sequence,
-                type=type,
-                payload=payload,
-                causation_id=causation_id,
-                occurred_at=occurred_at,
-            )
-            conn.execute(insert(outbox_events).values(_values(event.model_dump())))
-            return event
+            if self._dialect == "postgresql":
+                params = {f"p_{k}": v for k, v in values.items()}
+                params["w_run"] = workflow_run_id
+                stmt = _APPEND_IN_ONE.get(changed)
+                if stmt is None:
+                    stmt = _APPEND_IN_ONE[changed] = _append_in_one(changed)
+                sequence = conn.execute(stmt, {**params, **extra}).scalar_one_or_none()
+                if sequence is None:
+                    raise RunNotFoundError(workflow_run_id)
+                return event.model_copy(update={"sequence": sequence})
+            params = {"w_run": workflow_run_id, **extra}
+            if self._returning:
+                bump = _BUMP_RETURNING_WITH.get(changed)
+                if bump is None:
+                    bump = _BUMP_RETURNING_WITH[changed] = _bump(changed).returning(
+                        workflow_runs.c.event_sequence
+                    )
+                sequence = conn.execute(bump, params).scalar_one_or_none()
+                if sequence is None:
+                    raise RunNotFoundError(workflow_run_id)
+            else:
+                if conn.execute(_bump(changed), params).rowcount == 0:
+                    raise RunNotFoundError(workflow_run_id)
+                sequence = conn.execute(
+                    select(workflow_runs.c.event_sequence).where(
+                        workflow_runs.c.id == workflow_run_id
+                    )
+                ).scalar_one()
+            values["sequence"] = sequence
+            conn.execute(insert(outbox_events), values)
+            return event.model_copy(update={"sequence": sequence})
 
     @staticmethod
     def _events(rows: Sequence[RowMapping]) -> list[OutboxEvent]:
@@ -522,6 +630,24 @@ class SqlPersistence:
 
     def mark_event_published(self, event_id: str, at: datetime) -> None:
         self._update_event(event_id, published_at=at)
+
+    def mark_events_published(self, event_ids: Sequence[str], at: datetime) -> None:
+        wanted = set(event_ids)
+        if not wanted:
+            return
+        t = outbox_events
+        with self._tx() as conn:
+            # One statement for the whole batch, instead of a transaction per event.
+            stmt = update(t).where(t.c.id.in_(wanted)).values(published_at=at)
+            if self._returning:
+                found = set(conn.execute(stmt.returning(t.c.id)).scalars())
+                if found != wanted:
+                    raise KeyError(sorted(wanted - found)[0])
+            elif conn.execute(stmt).rowcount != len(wanted):
+                missing = wanted - set(
+                    conn.execute(select(t.c.id).where(t.c.id.in_(wanted))).scalars()
+                )
+                raise KeyError(sorted(missing)[0])
 
     def record_event_failure(
         self, event_id: str, error: str, retry_count: int, dlq_at: datetime | None

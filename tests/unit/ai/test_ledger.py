@@ -155,6 +155,18 @@ def test_totals_and_spent_per_run_and_stage(ledger: Ledger) -> None:
     assert ledger.spent("r1", "nope") == 0
 
 
+def test_run_and_stage_totals_in_one_query_match_totals(ledger: Ledger) -> None:
+    both = getattr(ledger, "run_and_stage_totals", None)
+    if both is None:
+        pytest.skip("this ledger has no combined query (the kernel calls totals twice)")
+    seed(ledger)
+    for run_id, stage_id in [("r1", "summarize"), ("r1", "classify"), ("r1", "nope"), ("no", "x")]:
+        assert both(run_id, stage_id) == (
+            ledger.totals(run_id),
+            ledger.totals(run_id, stage_id),
+        )
+
+
 def _summary(rows: list[Any]) -> list[tuple[Any, ...]]:
     return [(*r.group.values(), r.calls, r.total_tokens, r.cost, r.unpriced_calls) for r in rows]
 

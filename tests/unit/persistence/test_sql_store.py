@@ -336,6 +336,22 @@ def test_list_stages_order_and_blob_outputs(either: Any) -> None:
     assert either.get_stage("r1", "big").output is None
 
 
+def test_get_run_with_stages_is_get_run_and_list_stages_in_one(either: Any) -> None:
+    assert either.get_run_with_stages("missing") == (None, [])
+    either.insert_run(make_run("r1"))
+    assert either.get_run_with_stages("r1") == (either.get_run("r1"), [])
+    either.insert_run(make_run("r2"))
+    for number, sid in [(2, "c"), (0, "b"), (0, "a"), (1, "d")]:
+        either.insert_stage(make_stage("r1", sid, number, config={"n": number}))
+    either.insert_stage(make_stage("r2", "x"))
+    either.update_stage("r1", "d", output={"big": True}, output_ref=None, progress=0.5)
+    with either.transaction():
+        run, stages = either.get_run_with_stages("r1", for_update=True)
+    assert run == either.get_run("r1")
+    assert stages == either.list_stages("r1", resolve_outputs=False)
+    assert [s.stage_id for s in stages] == ["a", "b", "d", "c"]
+
+
 def test_update_and_delete_stages(either: Any) -> None:
     either.insert_stage(make_stage("r1", "a", 0))
     either.insert_stage(make_stage("r1", "b", 1))
@@ -417,6 +433,32 @@ def test_append_event_sequences_and_missing_run(either: Any) -> None:
         either.append_event("missing", "x", {}, occurred_at=at(0))
 
 
+def test_append_event_can_change_the_run_in_the_same_write(either: Any) -> None:
+    either.insert_run(make_run("r1"))
+    either.append_event("r1", "a", {}, occurred_at=at(1))
+    event = either.append_event(
+        "r1",
+        "b",
+        {"x": 1},
+        occurred_at=at(2),
+        run_changes={"status": Status.RUNNING, "stage_attempts": {"s": 2}, "updated_at": at(3)},
+    )
+    assert event.sequence == 2
+    run = either.get_run("r1")
+    assert (run.status, run.stage_attempts, run.updated_at) == (Status.RUNNING, {"s": 2}, at(3))
+    assert run.event_sequence == 2
+    assert [r.id for r in either.list_runs(status=Status.RUNNING)] == ["r1"]  # status index
+    with pytest.raises(RunNotFoundError):
+        either.append_event("missing", "x", {}, occurred_at=at(0), run_changes={"priority": 1})
+
+
+def test_append_event_refuses_unknown_run_fields(store: SqlPersistence) -> None:
+    store.insert_run(make_run("r1"))
+    with pytest.raises(ValueError, match="no field"):
+        store.append_event("r1", "a", {}, occurred_at=at(1), run_changes={"nope": 1})
+    assert store.list_events("r1") == []
+
+
 def test_outbox_publish_failure_dlq_requeue(either: Any) -> None:
     either.insert_run(make_run("r1"))
     either.insert_run(make_run("r0"))
@@ -448,6 +490,18 @@ def test_outbox_publish_failure_dlq_requeue(either: Any) -> None:
     with pytest.raises(KeyError):
         either.requeue_dlq_events([e3.id, "missing"])
     assert [e.id for e in either.list_dlq_events()] == [e3.id]  # nothing half-done
+
+
+def test_mark_events_published_is_one_batch_all_or_nothing(either: Any) -> None:
+    either.insert_run(make_run("r1"))
+    events = [either.append_event("r1", f"e{i}", {}, occurred_at=at(i)) for i in range(3)]
+    either.mark_events_published([events[0].id, events[2].id], at(10))
+    assert [e.id for e in either.list_unpublished_events()] == [events[1].id]
+    assert [e.published_at for e in either.list_events("r1")] == [at(10), None, at(10)]
+    either.mark_events_published([], at(11))
+    with pytest.raises(KeyError):
+        either.mark_events_published([events[1].id, "missing"], at(12))
+    assert [e.id for e in either.list_unpublished_events()] == [events[1].id]  # nothing half-done
 
 
 # -- idempotency --------------------------------------------------------------------------
@@ -891,3 +945,27 @@ def test_importing_the_package_does_not_import_sqlalchemy() -> None:
         "assert callable(s.migrate) and m.HEAD_REVISION\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_killed_while_idle_is_replaced(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ping on every checkout any more: a connection is pinged only after sitting idle,
+    and one the server dropped meanwhile is replaced instead of failing the call."""
+    from airflow_workflow_engine.persistence.sql import engine as engine_module
+
+    url = _fresh_url("postgres", request, tmp_path, migrated=True)
+    with SqlPersistence(url) as store:
+        store.insert_run(make_run("r1"))
+        with store.engine.connect() as conn:  # the pool's only connection so far
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        admin = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.dispose()
+        monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+        run = store.get_run("r1")
+        assert run is not None and run.id == "r1"
+        store.update_run("r1", priority=7)
+        assert store.get_run("r1").priority == 7  # type: ignore[union-attr]
