@@ -32,12 +32,14 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    delete,
     exc,
     func,
     insert,
     literal,
     literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -147,6 +149,38 @@ class SqlLedger:
                     conn.exec_driver_sql(sql, tuple(add[name] for name in order))
             elif not conn.execute(select(ai_calls.c.id).where(ai_calls.c.id == entry.id)).first():
                 conn.execute(insert(ai_calls), values)
+
+    def rebuild_rollup(self) -> int:
+        """Recomputes ``wfe_ai_cost_rollup`` from every ledger row, in one transaction that
+        holds off ledger writers; returns its row count. Only needed when something wrote
+        ledger rows without it (a worker of a version before revision 0004 kept running
+        after ``airflow db migrate``)."""
+        if not self._has_rollup:
+            raise NotImplementedError(f"no AI-cost roll-up table on {self._dialect}")
+        c = ai_calls.c
+        dims = [self._day(c.created_at), c.model_key, c.provider, func.coalesce(c.dag_id, "")]
+        rows = select(
+            *dims,
+            func.count(),
+            func.sum(case((c.status == "error", 1), else_=0)),
+            func.sum(c.input_tokens),
+            func.sum(c.output_tokens),
+            func.sum(c.cached_tokens),
+            func.coalesce(func.sum(c.cost), 0.0),
+            func.sum(case((c.cost.is_(None), 1), else_=0)),
+        ).group_by(*dims)
+        with self._tx(write=True) as conn:
+            if self._dialect == "postgresql":  # SQLite's BEGIN IMMEDIATE already does
+                conn.execute(text("LOCK TABLE wfe_ai_calls IN SHARE MODE"))
+            conn.execute(delete(ai_cost_rollup))
+            conn.execute(insert(ai_cost_rollup).from_select([*_ROLLUP_KEY, *_ROLLUP_SUMS], rows))
+            return int(conn.execute(select(func.count()).select_from(ai_cost_rollup)).scalar_one())
+
+    def _day(self, created_at: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The UTC day of a timestamp, as a ``DATE`` (PostgreSQL) or ISO text (SQLite)."""
+        if self._dialect == "postgresql":
+            return cast(func.timezone(literal_column("'UTC'"), created_at), Date)
+        return func.date(created_at)  # SQLite stores naive UTC timestamps
 
     def mark_failed(self, workflow_run_id: str, stage_id: str, attempt: int, failure: str) -> int:
         # ``failure`` is no roll-up dimension or sum: wfe_ai_cost_rollup stays as it is.

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import Engine, delete, func, insert, select, text
 
 from airflow_workflow_engine.ai.ledger import LedgerEntry, rollup_entries
 from airflow_workflow_engine.ai.sql_ledger import SqlLedger
@@ -129,6 +129,25 @@ def test_the_ledger_row_and_its_roll_up_commit_together(ledger: SqlLedger) -> No
 def entry_id(ledger: SqlLedger, input_tokens_offset: int) -> str:
     [found] = [e.id for e in ledger.entries() if e.input_tokens == 100 + input_tokens_offset]
     return found
+
+
+def test_rebuild_repairs_rows_written_without_the_roll_up(ledger: SqlLedger) -> None:
+    """A worker of an older version wrote ledger rows alone after the migration."""
+    seed(ledger, 10)
+    old_worker = [entry(i) for i in range(10, 16)]
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            insert(ai_calls),
+            [
+                {**e.model_dump(), "cost": None if e.cost is None else float(e.cost)}
+                for e in old_worker
+            ],
+        )
+    assert table_rows(ledger.engine) != ledger_aggregate(ledger.engine)
+    assert ledger.rebuild_rollup() == len(ledger_aggregate(ledger.engine))
+    assert table_rows(ledger.engine) == ledger_aggregate(ledger.engine)
+    ledger.record(entry(16))  # and it keeps up from there
+    assert table_rows(ledger.engine) == ledger_aggregate(ledger.engine)
 
 
 WINDOWS = [
