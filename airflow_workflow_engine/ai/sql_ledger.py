@@ -256,17 +256,19 @@ class SqlLedger:
         end = None if until is None else until.date()
         if first is not None and end is not None and first >= end:
             return self.scan_rollup(dims, since=since, until=until, dag_ids=dag_ids)
-        parts = [self._read_rollup_table(dims, first, end, dag_ids)]
-        if since is not None and first is not None and since < _midnight(first):
-            parts.append(
-                self.scan_rollup(dims, since=since, until=_midnight(first), dag_ids=dag_ids)
-            )
-        if until is not None and end is not None and _midnight(end) < until:
-            parts.append(self.scan_rollup(dims, since=_midnight(end), until=until, dag_ids=dag_ids))
+        with self._tx(write=False) as conn:  # one connection for all parts
+            parts = [self._read_rollup_table(conn, dims, first, end, dag_ids)]
+            if since is not None and first is not None and since < _midnight(first):
+                head = self._scan(conn, dims, since=since, until=_midnight(first), dag_ids=dag_ids)
+                parts.append(head)
+            if until is not None and end is not None and _midnight(end) < until:
+                tail = self._scan(conn, dims, since=_midnight(end), until=until, dag_ids=dag_ids)
+                parts.append(tail)
         return _merge(parts, dims)
 
     def _read_rollup_table(
         self,
+        conn: Connection,
         dims: Sequence[str],
         first: date | None,
         end: date | None,
@@ -286,10 +288,8 @@ class SqlLedger:
             stmt = stmt.where(t.dag_id.in_(sorted(set(dag_ids))))
         if keys:
             stmt = stmt.group_by(*keys)
-        with self._tx(write=False) as conn:
-            rows = conn.execute(stmt).mappings().all()
         result = []
-        for row in rows:
+        for row in conn.execute(stmt).mappings():
             if not row["calls"]:
                 continue
             values = {**row, "unpriced": row["unpriced_calls"]}
@@ -310,6 +310,27 @@ class SqlLedger:
     ) -> list[RollupRow]:
         """:meth:`rollup` by a ``GROUP BY`` over the ledger rows, never the roll-up table."""
         dims = normalize_group_by(group_by)
+        with self._tx(write=False) as conn:
+            rows = self._scan(
+                conn,
+                dims,
+                since=since,
+                until=until,
+                workflow_run_id=workflow_run_id,
+                dag_ids=dag_ids,
+            )
+        return sorted(rows, key=lambda r: sort_key(r, dims))
+
+    def _scan(
+        self,
+        conn: Connection,
+        dims: Sequence[str],
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        dag_ids: Collection[str] | None,
+        workflow_run_id: str | None = None,
+    ) -> list[RollupRow]:
         c = ai_calls.c
         keys = [self._dimension(d) for d in dims]
         stmt = select(
@@ -330,10 +351,8 @@ class SqlLedger:
             stmt = stmt.where(c.dag_id.in_(sorted(set(dag_ids))))
         if keys:
             stmt = stmt.group_by(*keys)
-        with self._tx(write=False) as conn:
-            rows = conn.execute(stmt).mappings().all()
-        result = [self._rollup_row(row, dims) for row in rows if row["calls"]]
-        return sorted(result, key=lambda r: sort_key(r, dims))
+        rows = conn.execute(stmt).mappings().all()
+        return [self._rollup_row(row, dims) for row in rows if row["calls"]]
 
     @staticmethod
     def _rollup_row(row: RowMapping | dict[str, Any], dims: Sequence[str]) -> RollupRow:
