@@ -20,8 +20,8 @@ For each database:
    ``--repeats`` runs after one warm-up;
 4. the cost per ledger write: ``--writes`` ``SqlLedger.record`` calls (one transaction each,
    the roll-up upsert included) against the same number of plain ledger inserts in the same
-   transaction wrapper (what ``record`` did before 0004), interleaved in rounds of 100 on the
-   1M-row table; the ratio of the medians of the rounds.
+   transaction wrapper (what ``record`` did before 0004), alternated write by write on the
+   1M-row table; the ratio of the medians.
 
 Targets (issue 11): each roll-up < 50 ms on PostgreSQL and < 150 ms on SQLite; the added cost
 per write <= 15%. PostgreSQL runs with its default durability unless ``--pg-fast``. Progress
@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # for benchmarks.persistence and tests.postgres_fixtures
     sys.path.insert(0, str(REPO))
 
-from airflow_workflow_engine.ai.ledger import LedgerEntry  # noqa: E402
+from airflow_workflow_engine.ai.ledger import LedgerEntry, RollupRow  # noqa: E402
 from airflow_workflow_engine.ai.sql_ledger import SqlLedger  # noqa: E402
 from airflow_workflow_engine.persistence.sql import current_revision, migrate  # noqa: E402
 from airflow_workflow_engine.persistence.sql.engine import make_engine  # noqa: E402
@@ -124,8 +124,9 @@ def new_entry(i: int, now: datetime) -> LedgerEntry:
     )
 
 
-def write_costs(ledger: SqlLedger, writes: int, round_size: int = 100) -> tuple[float, float]:
-    """Median µs per write of rounds of ``record`` (ledger + roll-up) and of plain inserts."""
+def write_costs(ledger: SqlLedger, writes: int) -> tuple[float, float]:
+    """Median µs of a ``record`` (ledger row + roll-up upsert) and of a plain ledger insert,
+    alternating one and the other so that the machine's load drifts over both alike."""
     plain = (
         postgresql.insert(ai_calls).on_conflict_do_nothing()
         if ledger.engine.dialect.name == "postgresql"
@@ -142,20 +143,29 @@ def write_costs(ledger: SqlLedger, writes: int, round_size: int = 100) -> tuple[
             conn.execute(plain, values)
 
     now = datetime.now(timezone.utc)
-    with_rollup: list[float] = []
-    without: list[float] = []
-    i = 0
-    for r in range(max(1, writes // round_size)):
-        # Alternate which goes first: load on the machine drifts between rounds.
-        order = [(ledger.record, with_rollup), (insert_only, without)]
-        for write, into in order if r % 2 == 0 else reversed(order):
-            entries = [new_entry(i + k, now) for k in range(round_size)]
-            i += round_size
-            start = time.perf_counter()
-            for entry in entries:
-                write(entry)
-            into.append((time.perf_counter() - start) / round_size * 1e6)
-    return statistics.median(with_rollup), statistics.median(without)
+    entries = [new_entry(i, now) for i in range(2 * writes + 100)]
+    for entry in entries[:100]:  # warm up both paths (prepared statements, caches)
+        (ledger.record if entry.model_key < "m" else insert_only)(entry)
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    for i, entry in enumerate(entries[100:]):
+        with_rollup = (i // 2 + i) % 2 == 0  # ABBA order: neither always goes first
+        write = ledger.record if with_rollup else insert_only
+        start = time.perf_counter()
+        write(entry)
+        timings[with_rollup].append((time.perf_counter() - start) * 1e6)
+    return statistics.median(timings[True]), statistics.median(timings[False])
+
+
+def compare(label: str, fast: list[RollupRow], scan: list[RollupRow]) -> Decimal:
+    """Asserts the two roll-ups agree; returns the largest cost difference. Costs are float
+    sums in the database, whose last bits depend on the order of the additions."""
+    assert len(fast) == len(scan), f"{label}: {len(fast)} groups, the full scan {len(scan)}"
+    drift = Decimal(0)
+    for a, b in zip(fast, scan, strict=True):
+        assert a.model_copy(update={"cost": b.cost}) == b, f"{label}: {a} != {b}"
+        drift = max(drift, abs(a.cost - b.cost))
+        assert drift <= abs(b.cost) * Decimal("1e-9"), f"{label}: cost {a.cost} != {b.cost}"
+    return drift
 
 
 QUERIES: list[tuple[str, tuple[str, ...], bool]] = [
@@ -187,6 +197,7 @@ def bench(url: str, version: str, args: argparse.Namespace) -> list[str]:
             f"- migration 0004 (create + backfill): {backfill:.1f} s, {groups:,} roll-up rows"
         )
         ledger = SqlLedger(engine)
+        drift = Decimal(0)
         lines.append("")
         lines.append("| roll-up | roll-up table (ms) | full scan (ms) | speed-up | target |")
         lines.append("|---|---|---|---|---|")
@@ -199,7 +210,7 @@ def bench(url: str, version: str, args: argparse.Namespace) -> list[str]:
             scan, scan_ms = median_ms(
                 lambda d=dims, s=since: ledger.scan_rollup(d, since=s), args.repeats
             )
-            assert fast == scan, f"{label}: the roll-up table and the full scan disagree"
+            drift = max(drift, compare(label, fast, scan))
             target = TARGET_MS[dialect]
             verdict = "met" if fast_ms < target else "MISSED"
             lines.append(
@@ -215,7 +226,10 @@ def bench(url: str, version: str, args: argparse.Namespace) -> list[str]:
             f"- per ledger write: {with_us:.0f} µs with the roll-up upsert, {without_us:.0f} µs "
             f"without: x{ratio:.2f} ({(ratio - 1) * 100:+.0f}%; target <= +15%: {verdict})"
         )
-        lines.append("- identical results: roll-up table == full scan for all three")
+        lines.append(
+            "- same groups, calls, errors, tokens and unpriced calls from the roll-up table as "
+            f"from the full scan; costs within ${float(drift):.1e} (float sums in another order)"
+        )
     finally:
         engine.dispose()
     return lines

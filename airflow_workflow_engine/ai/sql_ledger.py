@@ -16,7 +16,7 @@ queries on the ledger, as is :meth:`SqlLedger.scan_rollup`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -276,10 +276,7 @@ class SqlLedger:
     ) -> list[RollupRow]:
         t = ai_cost_rollup.c
         keys = [t[d] for d in dims]
-        stmt = select(
-            *(key.label(f"g_{i}") for i, key in enumerate(keys)),
-            *(func.coalesce(func.sum(t[name]), 0).label(name) for name in _ROLLUP_SUMS),
-        )
+        stmt = select(*keys, *(func.coalesce(func.sum(t[name]), 0) for name in _ROLLUP_SUMS))
         if first is not None:
             stmt = stmt.where(t.day >= first)
         if end is not None:
@@ -287,16 +284,31 @@ class SqlLedger:
         if dag_ids is not None:
             stmt = stmt.where(t.dag_id.in_(sorted(set(dag_ids))))
         if keys:
-            stmt = stmt.group_by(*keys)
+            # In primary key order, which lets SQLite aggregate along the key's index.
+            stmt = stmt.group_by(*(t[k] for k in _ROLLUP_KEY if k in dims))
+        width = len(dims)
         result = []
-        for row in conn.execute(stmt).mappings():
-            if not row["calls"]:
+        for row in conn.execute(stmt):
+            calls, errors, tokens_in, tokens_out, cached, cost, unpriced = row[width:]
+            if not calls:
                 continue
-            values = {**row, "unpriced": row["unpriced_calls"]}
-            for i, d in enumerate(dims):
-                if d == "dag_id" and values[f"g_{i}"] == "":
-                    values[f"g_{i}"] = None  # '' keys the calls made outside a DAG
-            result.append(self._rollup_row(values, dims))
+            group = {
+                # '' keys the calls made outside a DAG
+                d: (row[i] or None) if d == "dag_id" else row[i]
+                for i, d in enumerate(dims)
+            }
+            result.append(
+                RollupRow(
+                    group=group,
+                    calls=int(calls),
+                    errors=int(errors),
+                    input_tokens=int(tokens_in),
+                    output_tokens=int(tokens_out),
+                    cached_tokens=int(cached),
+                    cost=money(cost),
+                    unpriced_calls=int(unpriced),
+                )
+            )
         return result
 
     def scan_rollup(
@@ -478,8 +490,10 @@ def _day_from(since: datetime) -> date:
     return day if since == _midnight(day) else day + timedelta(days=1)
 
 
-def _merge(parts: Iterable[list[RollupRow]], dims: Sequence[str]) -> list[RollupRow]:
+def _merge(parts: list[list[RollupRow]], dims: Sequence[str]) -> list[RollupRow]:
     """Roll-up rows of disjoint time windows, summed per group."""
+    if len(parts) == 1:
+        return sorted(parts[0], key=lambda r: sort_key(r, dims))
     merged: dict[tuple[Any, ...], RollupRow] = {}
     for row in (r for part in parts for r in part):
         key = tuple(row.group[d] for d in dims)
