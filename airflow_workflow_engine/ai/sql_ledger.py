@@ -288,7 +288,7 @@ class SqlLedger:
             stmt = stmt.group_by(*(t[k] for k in _ROLLUP_KEY if k in dims))
         width = len(dims)
         result = []
-        for row in conn.execute(stmt):
+        for row in conn.execute(stmt).all():
             calls, errors, tokens_in, tokens_out, cached, cost, unpriced = row[width:]
             if not calls:
                 continue
