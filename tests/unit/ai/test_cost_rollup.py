@@ -275,3 +275,8 @@ def test_eight_concurrent_writers_to_one_key_lose_no_update(
         [row] = rows
         assert row[4] == writers * per_writer  # calls
         assert row[10] == writers * ((per_writer + 3) // 4)  # unpriced
+
+
+def test_an_empty_dag_id_is_no_dag() -> None:
+    """The roll-up keys calls without a DAG as ''; the ledger never holds '' itself."""
+    assert entry(1, dag_id="").dag_id is None
