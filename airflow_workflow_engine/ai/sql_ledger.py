@@ -16,6 +16,7 @@ queries on the ledger, as is :meth:`SqlLedger.scan_rollup`.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta, timezone
@@ -95,7 +96,7 @@ class SqlLedger:
         # Built once, values bound at execution: SQLAlchemy then reuses the compiled SQL.
         self._insert: Executable | None = None
         #: SQLite: the roll-up upsert (SQL, parameter order), run after an insert that added a
-        #: row; compiled once and sent as driver SQL, which saves most of an execute's cost.
+        #: row; compiled once, sent on the driver's connection.
         self._add_to_rollup: tuple[str, tuple[str, ...]] | None = None
         if self._dialect == "postgresql":
             self._insert = _insert_and_roll_up_postgresql()
@@ -144,9 +145,7 @@ class SqlLedger:
             elif self._insert is not None:
                 added = conn.execute(self._insert, values).rowcount
                 if added and self._add_to_rollup is not None:
-                    sql, order = self._add_to_rollup
-                    add = _rollup_values(entry)
-                    conn.exec_driver_sql(sql, tuple(add[name] for name in order))
+                    _add_to_rollup_sqlite(conn, self._add_to_rollup, _rollup_values(entry))
             elif not conn.execute(select(ai_calls.c.id).where(ai_calls.c.id == entry.id)).first():
                 conn.execute(insert(ai_calls), values)
 
@@ -411,6 +410,21 @@ def _rollup_upsert(stmt: Any) -> Insert:
         index_elements=[ai_cost_rollup.c[k] for k in _ROLLUP_KEY],
         set_={name: ai_cost_rollup.c[name] + stmt.excluded[name] for name in _ROLLUP_SUMS},
     )
+
+
+def _add_to_rollup_sqlite(
+    conn: Connection, upsert: tuple[str, tuple[str, ...]], values: dict[str, Any]
+) -> None:
+    """Runs the precompiled upsert on the transaction's own sqlite3 connection: a few µs,
+    where an ``execute`` through SQLAlchemy costs a fifth of a whole ledger write. Errors are
+    wrapped as SQLAlchemy's, so callers translate them as any other."""
+    sql, order = upsert
+    params = tuple(values[name] for name in order)
+    driver = conn.connection.driver_connection
+    try:
+        driver.execute(sql, params)  # type: ignore[union-attr]
+    except sqlite3.Error as err:
+        raise exc.DBAPIError.instance(sql, params, err, sqlite3.Error) from err
 
 
 def _insert_and_roll_up_postgresql() -> Executable:
