@@ -21,7 +21,8 @@ For each database it measures, through a real kernel on ``SqlPersistence``:
 * ``run.create`` per second, without and with an idempotency key (as Airflow dispatches it);
 * the AI cost ledger: synthetic ``wfe_ai_calls`` rows bulk-inserted (``executemany`` in
   50,000-row transactions with a 256 MiB page cache on SQLite, ``COPY`` on PostgreSQL), then
-  ``SqlLedger.rollup(("model_key", "day"))`` over all of them, and over the last 7 days, with
+  ``SqlLedger.scan_rollup(("model_key", "day"))`` (the full ``GROUP BY``; the roll-up table is
+  ``benchmarks/cost_rollups.py``) over all of them, and over the last 7 days, with
   the indexes the migrations create.
 
 SQLite runs on a file in a temporary directory with the engine's own settings (WAL,
@@ -608,7 +609,7 @@ def bench_ledger(engine: Engine, count: int, days: int, repeats: int, figures: F
             conn.execute(text("ANALYZE wfe_ai_calls"))
     ledger = SqlLedger(engine)
     step(f"{figures.backend}: rollup by model and day, {repeats} times")
-    rows, first, best = timed(lambda: ledger.rollup(("model_key", "day")), repeats)
+    rows, first, best = timed(lambda: ledger.scan_rollup(("model_key", "day")), repeats)
     calls = sum(r.calls for r in rows)
     assert calls == count, f"the roll-up counted {calls:,} calls, expected {count:,}"
     figures.put(
@@ -616,7 +617,7 @@ def bench_ledger(engine: Engine, count: int, days: int, repeats: int, figures: F
         f"{best:.2f} s best of {repeats} (first {first:.2f} s; {len(rows):,} groups)",
     )
     week = now - timedelta(days=7)
-    rows, first, best = timed(lambda: ledger.rollup(("model_key", "day"), since=week), repeats)
+    rows, first, best = timed(lambda: ledger.scan_rollup(("model_key", "day"), since=week), repeats)
     figures.put(
         "rollup by model and day, last 7 days",
         f"{best:.3f} s best of {repeats} (first {first:.3f} s; "

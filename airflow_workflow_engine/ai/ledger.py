@@ -117,6 +117,12 @@ class LedgerEntry(BaseModel):
     response: str | None = None
     prompt_hash: str | None = None
 
+    @field_validator("dag_id")
+    @classmethod
+    def _no_empty_dag_id(cls, value: str | None) -> str | None:
+        # No DAG is ``None``: the cost roll-up keys calls without a DAG as ``''``.
+        return value or None
+
     @field_validator("created_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: The newest revision in ``migrations/versions`` (a test keeps this in step).
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 

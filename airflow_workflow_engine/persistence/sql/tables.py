@@ -18,6 +18,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -38,6 +39,7 @@ __all__ = [
     "JSONValue",
     "UTCDateTime",
     "ai_calls",
+    "ai_cost_rollup",
     "annotations_table",
     "idempotency_keys",
     "metadata",
@@ -276,4 +278,25 @@ ai_calls = Table(
     Index(None, "topic"),
     Index(None, "model_key", "created_at"),
     Index(None, "created_at"),
+)
+
+#: ``wfe_ai_calls`` summed per (UTC day, model, provider, DAG), kept equal to the ledger's
+#: aggregate in the transaction that inserts each ledger row (``ai/sql_ledger.py``), so the
+#: cost pages read a few thousand rows instead of scanning every call. ``dag_id`` is ``''``
+#: for calls made outside a DAG (a primary key column cannot be NULL); ``cost`` sums the
+#: priced calls, ``unpriced_calls`` counts the others.
+ai_cost_rollup = Table(
+    "wfe_ai_cost_rollup",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("model_key", String, primary_key=True),
+    Column("provider", String, primary_key=True),
+    Column("dag_id", String, primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("unpriced_calls", BigInteger, nullable=False),
 )

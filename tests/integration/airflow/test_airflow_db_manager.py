@@ -27,6 +27,7 @@ OUR_TABLES = {
     "wfe_outbox_events",
     "wfe_idempotency_keys",
     "wfe_ai_calls",
+    "wfe_ai_cost_rollup",
 }
 SETTING = "AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN"
 

@@ -215,3 +215,40 @@ def test_migrate_an_unreachable_database() -> None:
     assert "hunter2" not in str(info.value)
     with pytest.raises(DatabaseUnavailableError):
         current_revision(url)
+
+
+def test_the_cost_rollup_is_backfilled_from_existing_ledger_rows(engine: Engine) -> None:
+    """0004 on a ledger that already holds calls (over days, models, DAGs, no DAG, unknown
+    prices, errors): the roll-up equals the ledger's aggregate; downgrade drops only it."""
+    from sqlalchemy import func, insert, select
+
+    from airflow_workflow_engine.ai.sql_ledger import SqlLedger
+    from airflow_workflow_engine.persistence.sql.tables import ai_calls
+    from tests.unit.ai.test_cost_rollup import entry, ledger_aggregate, table_rows
+
+    migrate(engine, "0003")
+    old = [entry(i) for i in range(40)]
+    with engine.begin() as conn:
+        conn.execute(
+            insert(ai_calls),
+            [{**e.model_dump(), "cost": None if e.cost is None else float(e.cost)} for e in old],
+        )
+    migrate(engine)
+    assert current_revision(engine) == HEAD_REVISION
+    backfilled = table_rows(engine)
+    assert len(backfilled) > 20
+    assert backfilled == ledger_aggregate(engine)
+
+    ledger = SqlLedger(engine)
+    for i in range(40, 50):  # new calls add to the backfilled rows
+        ledger.record(entry(i))
+    assert table_rows(engine) == ledger_aggregate(engine)
+    for dims in (("model", "day"), ("dag",), ("day",), ()):
+        assert ledger.rollup(dims) == ledger.scan_rollup(dims)
+
+    downgrade(engine, "0003")
+    assert "wfe_ai_cost_rollup" not in _tables(engine)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ai_calls)).scalar_one() == 50
+    migrate(engine)
+    assert table_rows(engine) == ledger_aggregate(engine)
