@@ -2,7 +2,10 @@
 statement and the stage's ``check_completion`` run on a worker thread, not the loop's.
 
 Structural, not timed: the statements record the thread they run on, and a slow database
-(each statement sleeps) must leave the loop free to run another coroutine meanwhile.
+(each statement sleeps) must leave the loop free to run another coroutine meanwhile. The
+work runs in the trigger module's own pool, not the loop's default executor, through which
+Airflow's triggerer logs every event (structlog's ``ainfo``): a backlog of polls there held
+back every trigger's event.
 ``benchmarks/triggerer.py`` measures the loop's lateness with 1,000 triggers.
 """
 
@@ -75,12 +78,14 @@ def test_polls_run_off_the_event_loop_and_a_slow_database_leaves_it_free(
     run_id = _suspended_run(kernel)
 
     statement_threads: list[int] = []
+    thread_names: set[str] = set()
     in_flight = 0
     ticks_during_statements = 0
 
     def slow_statement(*args: Any) -> None:
         nonlocal in_flight
         statement_threads.append(threading.get_ident())
+        thread_names.add(threading.current_thread().name)
         in_flight += 1
         try:
             time.sleep(0.05)  # a slow database
@@ -131,5 +136,7 @@ def test_polls_run_off_the_event_loop_and_a_slow_database_leaves_it_free(
     assert statement_threads, "the trigger ran no SQL"
     assert loop_thread not in statement_threads
     assert check_threads and loop_thread not in check_threads
+    # Not the loop's default executor (asyncio_N threads), which Airflow's logging needs.
+    assert thread_names and all(n.startswith("wfe-trigger") for n in thread_names), thread_names
     # While the slow statements ran, the loop kept running the other coroutine.
     assert ticks_during_statements > 0
