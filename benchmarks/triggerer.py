@@ -604,7 +604,7 @@ def main() -> None:
     }
     os.environ.update(env)  # this process makes the stages with the same settings
     sys.path.insert(0, env["PYTHONPATH"].split(os.pathsep)[0])
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING)  # figures only on stdout
     from airflow_workflow_engine.persistence.sql import migrate
 
     migrate(env["AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN"])
