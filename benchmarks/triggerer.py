@@ -46,7 +46,8 @@ Figures per kind:
 * event-loop lateness: a watchdog coroutine in the triggerer's loop sleeps 10 ms over and
   over and records how late it wakes; max and p99 over the whole run (target: never > 50 ms).
 
-Progress goes to stderr, figures to stdout.
+Progress goes to stderr; the figures are printed last, as a markdown table (log lines that
+Airflow's logging sends to stdout may come before them).
 """
 
 from __future__ import annotations
@@ -604,7 +605,7 @@ def main() -> None:
     }
     os.environ.update(env)  # this process makes the stages with the same settings
     sys.path.insert(0, env["PYTHONPATH"].split(os.pathsep)[0])
-    logging.getLogger().setLevel(logging.WARNING)  # figures only on stdout
+    logging.getLogger().setLevel(logging.WARNING)  # fewer log lines before the figures
     from airflow_workflow_engine.persistence.sql import migrate
 
     migrate(env["AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN"])
