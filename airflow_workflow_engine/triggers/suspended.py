@@ -2,9 +2,9 @@
 
 The trigger dispatches ``stage.pollSuspended`` for one stage (the kernel calls the stage's
 ``check_completion``, enforces ``max_wait`` and commits the answer) at the stage's poll
-interval, in a worker thread (``asyncio.to_thread``) so the triggerer's event loop never
-blocks. It yields exactly one :class:`TriggerEvent` whose payload is a :class:`PollEvent`
-dict with a ``status``:
+interval, in a worker thread of its own pool (see :func:`_off_loop`) so the triggerer's
+event loop never blocks. It yields exactly one :class:`TriggerEvent` whose payload is a
+:class:`PollEvent` dict with a ``status``:
 
 - ``completed``: the stage completed with the batch's output;
 - ``requeued``: the batch is ready without output, ``execute`` must run again (with
@@ -23,11 +23,16 @@ it twice.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
-from collections.abc import AsyncIterator, Mapping
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timezone
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -46,6 +51,28 @@ PollStatus = Literal["completed", "requeued", "failed", "timed_out", "cancelled"
 
 #: Shortest sleep between polls, so a clock mismatch never turns into a busy loop.
 MIN_SLEEP_SECONDS = 0.2
+
+#: Worker threads for the kernel work of all SuspendedStageTriggers of one process.
+POLL_THREADS = 4
+
+_T = TypeVar("_T")
+_pool_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child gets its own
+
+
+async def _off_loop(func: Callable[..., _T], *args: Any) -> _T:
+    """Runs ``func(*args)`` in this module's thread pool, off the event loop.
+
+    Not the loop's default executor (``asyncio.to_thread``): the triggerer logs every trigger
+    event through that one (structlog's ``ainfo``), so a backlog of polls there, as when many
+    batches finish at once, held back the events of every trigger in the process.
+    """
+    with _pool_lock:
+        pool = _pools.get(os.getpid())
+        if pool is None:
+            pool = _pools[os.getpid()] = ThreadPoolExecutor(POLL_THREADS, "wfe-trigger")
+    call = functools.partial(contextvars.copy_context().run, func, *args)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
 
 
 class PollEvent(TypedDict):
@@ -236,9 +263,7 @@ class SuspendedStageTrigger(BaseTrigger):
 
         try:
             settings = await WorkflowEngineHook(conn_id=self.conn_id).aget_settings()
-            kernel = await asyncio.to_thread(
-                _kernel_for, settings, self.workflow_ref, self.dag_file
-            )
+            kernel = await _off_loop(_kernel_for, settings, self.workflow_ref, self.dag_file)
         except Exception as exc:
             logger.exception("stage %s: cannot set up polling", self.stage_id)
             yield self._event("error", f"{type(exc).__name__}: {exc}")
@@ -252,7 +277,7 @@ class SuspendedStageTrigger(BaseTrigger):
         )
         while True:
             try:
-                decision = await asyncio.to_thread(
+                decision = await _off_loop(
                     poll_stage, kernel, self.workflow_run_id, self.stage_id, self.poll_interval
                 )
             except WorkflowEngineError as exc:
@@ -299,12 +324,12 @@ class SuspendedStageTrigger(BaseTrigger):
             return
         reason = f"Airflow task '{self.task_id}' was marked {state} while its batch was running"
         settings = await WorkflowEngineHook(conn_id=self.conn_id).aget_settings()
-        kernel = await asyncio.to_thread(_kernel_for, settings, self.workflow_ref, self.dag_file)
+        kernel = await _off_loop(_kernel_for, settings, self.workflow_ref, self.dag_file)
         await self._cancel_job(kernel, reason)
 
     async def _cancel_job(self, kernel: Kernel, reason: str) -> None:
         try:
-            done = await asyncio.to_thread(
+            done = await _off_loop(
                 cancel_suspended_stage, kernel, self.workflow_run_id, self.stage_id, reason
             )
         except Exception:
