@@ -5,7 +5,7 @@
 :class:`~airflow_workflow_engine.triggers.suspended.SuspendedStageTrigger`, which polls
 ``check_completion`` from the triggerer, and resumes in :meth:`execute_complete` when the
 stage is done. With ``deferrable=False`` the task itself polls, sleeping between polls, with
-the same decision logic (:func:`~airflow_workflow_engine.triggers.suspended.poll_stage`).
+the same decision logic (:func:`~airflow_workflow_engine.host.poll.poll_stage`).
 
 Nothing is submitted twice: a retry, a clear or a triggerer restart finds the stage SUSPENDED
 in the kernel, which answers ``job.execute`` with the stored suspension (``replayed``)
@@ -23,15 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_workflow_engine.operators.stage import StageOperator, engine_errors
+from airflow_workflow_engine.hooks.errors import engine_errors
+from airflow_workflow_engine.operators.stage import StageOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_workflow_engine.definitions.workflow import Workflow
+    from airflow_workflow_engine.host.poll import PollEvent
     from airflow_workflow_engine.kernel.commands import JobExecuteResult
     from airflow_workflow_engine.kernel.kernel import Kernel
-    from airflow_workflow_engine.triggers.suspended import PollEvent
 
 __all__ = ["AsyncBatchStageOperator"]
 
@@ -142,7 +143,7 @@ class AsyncBatchStageOperator(StageOperator):
         )
 
     def _wait_in_task(self, kernel: Kernel, run_id: str, interval: float, context: Context) -> Any:
-        from airflow_workflow_engine.triggers.suspended import poll_stage
+        from airflow_workflow_engine.host.poll import poll_stage
 
         self.log.info(
             "Stage '%s' is waiting for its batch job (poll every %.1fs)", self.stage.id, interval
