@@ -266,6 +266,12 @@ class JobExecuteResult(_Model):
     next_poll_at: datetime | None = None
     #: A duplicate delivery of a finished stage: the stored result, body not run again.
     replayed: bool = False
+    #: Completed: where the output is stored when it went to the blob store (``output`` is
+    #: then the value itself only for a replay), and the stage's metrics as stored.
+    output_ref: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    #: Suspended: the stage's poll interval in seconds.
+    poll_interval: float | None = None
 
 
 class PollOutcome(_Model):

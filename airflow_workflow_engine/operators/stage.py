@@ -416,7 +416,15 @@ class StageOperator(BaseOperator):
         status = self.transition(kernel, run_id) if verdict.transition else None
         if verdict.action == "succeed":
             assert status is not None
-            return self.summary(kernel, run_id, result.attempt, status, replayed=result.replayed)
+            return self.summary(
+                run_id,
+                result.attempt,
+                status,
+                output=result.output,
+                output_ref=result.output_ref,
+                metrics=result.metrics,
+                replayed=result.replayed,
+            )
         if verdict.action == "retry":
             raise StageAttemptFailed(verdict.message)
         raise AirflowFailException(verdict.message)
@@ -441,22 +449,30 @@ class StageOperator(BaseOperator):
         return str(outcome.status.value)
 
     def summary(
-        self, kernel: Kernel, run_id: str, attempt: int, run_status: str, *, replayed: bool = False
+        self,
+        run_id: str,
+        attempt: int,
+        run_status: str,
+        *,
+        stage_status: str = "COMPLETED",
+        output: Any = None,
+        output_ref: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        replayed: bool = False,
     ) -> dict[str, Any]:
-        """What goes to XCom: status, attempt, an output preview or its blob reference."""
-        rec = kernel.persistence.get_stage(run_id, self.stage.id)  # the raw row: no blob read
-        output_ref = rec.output_ref if rec is not None else None
+        """What goes to XCom: status, attempt, an output preview or its blob reference (from
+        the ``job.execute`` result: no row read)."""
         preview: str | None = None
-        if rec is not None and output_ref is None and rec.output is not None:
-            text = json.dumps(rec.output, separators=(",", ":"), default=str)
+        if output_ref is None and output is not None:
+            text = json.dumps(output, separators=(",", ":"), default=str)
             if len(text) > OUTPUT_PREVIEW_CHARS:
                 text = text[:OUTPUT_PREVIEW_CHARS] + "..."
             preview = text
-        metrics = dict(rec.metrics) if rec is not None else {}
+        metrics = metrics or {}
         return {
             "workflow_run_id": run_id,
             "stage_id": self.stage.id,
-            "status": rec.status.value if rec is not None else "UNKNOWN",
+            "status": stage_status,
             "attempt": attempt,
             "replayed": replayed,
             "run_status": run_status,

@@ -140,3 +140,25 @@ def test_rerun_only_when_the_stage_finished_before_the_clear(kit: TestKit) -> No
         RunRerunStages(workflow_run_id=run_id, stage_ids=["publish"], if_finished_before_attempt=2)
     )
     assert not waiting.rerun and waiting.previous_status == Status.PENDING
+
+
+def test_job_execute_result_carries_what_the_task_summary_shows(kit: TestKit) -> None:
+    run_id = create(kit)
+    kit.kernel.dispatch(RunClaimPending())
+    done = kit.kernel.dispatch(JobExecute(workflow_run_id=run_id, stage_id="extract"))
+    row = kit.persistence.get_stage(run_id, "extract")
+    assert row is not None and done.outcome == "completed"
+    assert done.metrics == row.metrics and "duration_seconds" in done.metrics
+    assert done.output_ref == row.output_ref and done.output == row.output
+    again = kit.kernel.dispatch(JobExecute(workflow_run_id=run_id, stage_id="extract"))
+    assert again.replayed and again.metrics == row.metrics and again.output_ref == row.output_ref
+
+
+def test_a_suspended_result_carries_its_poll_interval(persistence: Any) -> None:
+    kit, _ = _remote_kit(persistence)
+    run_id = kit.kernel.dispatch({"type": "run.create", "workflow_id": "remote"}).workflow_run_id
+    kit.kernel.dispatch(RunClaimPending())
+    first = kit.kernel.dispatch(JobExecute(workflow_run_id=run_id, stage_id="remote"))
+    assert first.outcome == "suspended" and first.poll_interval == 5
+    again = kit.kernel.dispatch(JobExecute(workflow_run_id=run_id, stage_id="remote"))
+    assert again.replayed and again.poll_interval == 5
