@@ -84,7 +84,7 @@ def default_dags_folder() -> Path:
 def _kernel(airflow: EmbeddedAirflow) -> Iterator[Any]:
     from airflow_workflow_engine.blob.local import LocalBlobStore
     from airflow_workflow_engine.examples.document_pipeline import document_pipeline
-    from airflow_workflow_engine.hooks.host import (
+    from airflow_workflow_engine.host.ports import (
         AirflowJobTransport,
         AirflowScheduler,
         LoggingEventSink,

@@ -189,7 +189,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Workflow Engine LLM",
             },
         ],
-        "extra-links": ["airflow_workflow_engine.plugins.links.WorkflowRunLink"],
+        "extra-links": ["airflow_workflow_engine.operators.links.WorkflowRunLink"],
         "plugins": [
             {
                 "name": "workflow_engine",

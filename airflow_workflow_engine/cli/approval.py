@@ -16,7 +16,7 @@ __all__ = ["approve_run", "reject_run"]
 
 def _decide(args: Namespace, *, approved: bool) -> None:
     from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
-    from airflow_workflow_engine.sensors.approval import record_approval
+    from airflow_workflow_engine.host.approvals import record_approval
 
     if not args.by.strip():
         raise CommandError("--by must name who decides.")

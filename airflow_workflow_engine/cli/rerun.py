@@ -132,7 +132,7 @@ class _Dag:
         """``{task_id: stage id}`` of the stage tasks of a version of the DAG."""
         if self._parsed is not None:
             return {t: s for t, (_, s) in self._parsed.items() if dag.has_task(t)}
-        from airflow_workflow_engine.plugins.listeners import is_stage_task
+        from airflow_workflow_engine.host.runs import is_stage_task
 
         return {t.task_id: t.task_id for t in dag.tasks if is_stage_task(SimpleNamespace(task=t))}
 
@@ -190,7 +190,7 @@ def _parsed_stage_ids(dag: SerializedDAG) -> dict[str, tuple[str | None, str]] |
     the file cannot be read here."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from airflow_workflow_engine.operators.stage import StageOperator
+    from airflow_workflow_engine.host.runs import is_stage_operator
 
     fileloc = getattr(dag, "fileloc", None)
     if not fileloc or not Path(fileloc).is_file():
@@ -202,11 +202,8 @@ def _parsed_stage_ids(dag: SerializedDAG) -> dict[str, tuple[str | None, str]] |
     parsed = bag.dags.get(dag.dag_id)
     if parsed is None:
         return None
-    return {
-        t.task_id: (t.workflow_group, t.stage.id)
-        for t in parsed.tasks
-        if isinstance(t, StageOperator)
-    }
+    stage_tasks: list[Any] = [t for t in parsed.tasks if is_stage_operator(t)]
+    return {t.task_id: (t.workflow_group, t.stage.id) for t in stage_tasks}
 
 
 def _topological(dag: SerializedDAG) -> dict[str, int]:
@@ -240,7 +237,8 @@ def _engine_rows(
 ) -> tuple[RunRecord | None, dict[str, StageRecord]]:
     """The workflow run of a DAG run (of its workflow task group ``group``) and its stage
     rows (none before a stage task ran)."""
-    from airflow_workflow_engine.triggers.kernel_state import find_run_by_key, run_key
+    from airflow_workflow_engine.host.queries import find_run_by_key
+    from airflow_workflow_engine.host.runs import run_key
 
     run = find_run_by_key(store, run_key(dag_id, run_id, group))
     if run is None:

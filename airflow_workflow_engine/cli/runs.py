@@ -15,8 +15,8 @@ from airflow_workflow_engine.cli._common import (
     print_json,
     render_table,
     resolve_run,
-    split_key,
 )
+from airflow_workflow_engine.host.runs import split_run_key
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.records import AnnotationRecord, RunRecord, StageRecord
@@ -36,7 +36,7 @@ _LIST_HEADERS = [
 
 
 def _run_row(run: RunRecord) -> dict[str, Any]:
-    dag_id, dag_run_id = split_key(run.idempotency_key)
+    dag_id, dag_run_id, _ = split_run_key(run.idempotency_key)
     return {
         "workflow_run_id": run.id,
         "workflow_id": run.workflow_id,

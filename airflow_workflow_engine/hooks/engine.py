@@ -479,8 +479,8 @@ def _s3_client(aws_conn_id: str) -> Any:
 def _build(settings: EngineSettings) -> _Built:
     from airflow_workflow_engine.ai.sql_ledger import SqlLedger
     from airflow_workflow_engine.hooks.events import event_sink_from_config
-    from airflow_workflow_engine.hooks.host import AirflowJobTransport, AirflowScheduler
     from airflow_workflow_engine.hooks.llm import AirflowAIFactory
+    from airflow_workflow_engine.host.ports import AirflowJobTransport, AirflowScheduler
     from airflow_workflow_engine.kernel.kernel import KernelSettings, create_kernel
     from airflow_workflow_engine.persistence.sql import SqlPersistence
 

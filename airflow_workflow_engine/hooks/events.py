@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_workflow_engine.hooks.engine import EngineNotConfiguredError, _conf_get
-from airflow_workflow_engine.hooks.host import LoggingEventSink
+from airflow_workflow_engine.host.ports import LoggingEventSink
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.commands import OutboxFlushResult

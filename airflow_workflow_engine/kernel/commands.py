@@ -27,6 +27,7 @@ __all__ = [
     "PluginReplayDLQ",
     "PluginReplayDLQResult",
     "PollOutcome",
+    "PolledStage",
     "RunCancel",
     "RunCancelResult",
     "RunClaimPending",
@@ -83,9 +84,19 @@ class RunTransition(_Model):
 
 
 class RunCancel(_Model):
+    """Cancel a run; authoritative. Also an external cancel: a host that saw its DAG run or a
+    stage task fail (Airflow's listeners), or a user stop a deferred batch task."""
+
     type: Literal["run.cancel"] = "run.cancel"
     workflow_run_id: str
     reason: str | None = None
+    #: Put the run's standing rejection (``approval.status`` = ``rejected``) before the reason:
+    #: the rejection is the cause, the host's failure only follows from it.
+    rejection_first: bool = False
+    #: When the run is already cancelled: stop this suspended stage's external work (its
+    #: ``on_cancel``) if the process that cancelled the run could not (it did not know the
+    #: workflow).
+    stop_stage_id: str | None = None
 
 
 class RunRerunFrom(_Model):
@@ -102,6 +113,9 @@ class RunRerunStages(_Model):
     stage_ids: list[str] = Field(min_length=1)
     #: Why, for the ``workflow:started`` event (e.g. "cleared in Airflow").
     reason: str | None = None
+    #: Only when the first of ``stage_ids`` finished at an attempt below this one (a host's
+    #: clear: the first try since the clear); otherwise nothing is done (``rerun=False``).
+    if_finished_before_attempt: int | None = Field(None, ge=1)
 
 
 class JobExecute(_Model):
@@ -210,6 +224,10 @@ class RunCancelResult(_Model):
     workflow_run_id: str
     cancelled: bool
     status: Status
+    #: The reason recorded (with the rejection first when asked); ``None`` when not cancelled.
+    reason: str | None = None
+    #: ``stop_stage_id``'s ``on_cancel`` was called (the run was cancelled already).
+    stopped_stage_work: bool = False
 
 
 class RunRerunFromResult(_Model):
@@ -226,6 +244,11 @@ class RunRerunStagesResult(_Model):
     #: The stages whose rows were dropped (finished ones only; others were left alone).
     deleted_stages: list[str]
     deleted_blobs: int
+    #: ``False``: ``if_finished_before_attempt`` did not hold, nothing was done.
+    rerun: bool = True
+    #: The first stage's row before the rerun (status and attempt), when it had one.
+    previous_status: Status | None = None
+    previous_attempt: int | None = None
 
 
 class JobExecuteResult(_Model):
@@ -243,6 +266,12 @@ class JobExecuteResult(_Model):
     next_poll_at: datetime | None = None
     #: A duplicate delivery of a finished stage: the stored result, body not run again.
     replayed: bool = False
+    #: Completed: where the output is stored when it went to the blob store (``output`` is
+    #: then the value itself only for a replay), and the stage's metrics as stored.
+    output_ref: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    #: Suspended: the stage's poll interval in seconds.
+    poll_interval: float | None = None
 
 
 class PollOutcome(_Model):
@@ -253,8 +282,24 @@ class PollOutcome(_Model):
     next_poll_at: datetime | None = None
 
 
+class PolledStage(_Model):
+    """The row of the one stage a poll named (``workflow_run_id`` + ``stage_id``), after it."""
+
+    #: ``None``: the row is gone (the stage was rerun).
+    status: Status | None
+    error: str | None = None
+    next_poll_at: datetime | None = None
+    #: ``None``: the run is gone.
+    run_status: Status | None = None
+    #: The kernel's clock when it was read.
+    checked_at: datetime
+
+
 class StagePollSuspendedResult(_Model):
     outcomes: list[PollOutcome] = Field(default_factory=list)
+    #: With ``workflow_run_id`` and ``stage_id``, when the poll did not finish that stage: its
+    #: row now (a host's trigger works out what to wait for from it).
+    stage: PolledStage | None = None
 
     @property
     def checked(self) -> int:

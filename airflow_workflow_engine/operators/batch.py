@@ -5,7 +5,7 @@
 :class:`~airflow_workflow_engine.triggers.suspended.SuspendedStageTrigger`, which polls
 ``check_completion`` from the triggerer, and resumes in :meth:`execute_complete` when the
 stage is done. With ``deferrable=False`` the task itself polls, sleeping between polls, with
-the same decision logic (:func:`~airflow_workflow_engine.triggers.suspended.poll_stage`).
+the same decision logic (:func:`~airflow_workflow_engine.host.poll.poll_stage`).
 
 Nothing is submitted twice: a retry, a clear or a triggerer restart finds the stage SUSPENDED
 in the kernel, which answers ``job.execute`` with the stored suspension (``replayed``)
@@ -23,15 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_workflow_engine.operators.stage import StageOperator, engine_errors
+from airflow_workflow_engine.hooks.errors import engine_errors
+from airflow_workflow_engine.operators.stage import StageOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_workflow_engine.definitions.workflow import Workflow
+    from airflow_workflow_engine.host.poll import PollEvent
     from airflow_workflow_engine.kernel.commands import JobExecuteResult
     from airflow_workflow_engine.kernel.kernel import Kernel
-    from airflow_workflow_engine.triggers.suspended import PollEvent
 
 __all__ = ["AsyncBatchStageOperator"]
 
@@ -80,11 +81,10 @@ class AsyncBatchStageOperator(StageOperator):
         return True
 
     # -- waiting --------------------------------------------------------------------------
-    def _interval(self, kernel: Kernel, run_id: str) -> float:
+    def _interval(self, result: JobExecuteResult) -> float:
         if self.poll_interval is not None:
             return self.poll_interval
-        rec = kernel.persistence.get_stage(run_id, self.stage.id)
-        return float(rec.poll_interval) if rec and rec.poll_interval else _DEFAULT_POLL_INTERVAL
+        return float(result.poll_interval) if result.poll_interval else _DEFAULT_POLL_INTERVAL
 
     def resolve_workflow_ref(self) -> str | None:
         """The import path the triggerer loads the workflow from (``None``: the DAG file)."""
@@ -115,7 +115,7 @@ class AsyncBatchStageOperator(StageOperator):
         self, kernel: Kernel, run_id: str, result: JobExecuteResult, context: Context
     ) -> Any:
         self.transition(kernel, run_id)  # the run is SUSPENDED when nothing else runs
-        interval = self._interval(kernel, run_id)
+        interval = self._interval(result)
         if not self.deferrable:
             return self._wait_in_task(kernel, run_id, interval, context)
         from airflow_workflow_engine.triggers.suspended import SuspendedStageTrigger
@@ -142,7 +142,7 @@ class AsyncBatchStageOperator(StageOperator):
         )
 
     def _wait_in_task(self, kernel: Kernel, run_id: str, interval: float, context: Context) -> Any:
-        from airflow_workflow_engine.triggers.suspended import poll_stage
+        from airflow_workflow_engine.host.poll import poll_stage
 
         self.log.info(
             "Stage '%s' is waiting for its batch job (poll every %.1fs)", self.stage.id, interval
@@ -167,8 +167,20 @@ class AsyncBatchStageOperator(StageOperator):
         sid = self.stage.id
         if status == "completed":
             run_status = self.transition(kernel, run_id)
-            rec = kernel.persistence.get_stage(run_id, sid)
-            return self.summary(kernel, run_id, rec.attempt if rec else 0, run_status)
+            # A new task process after the trigger: the stage's row has what the poll stored
+            # (the one row this operator still reads; the trigger's event carries ids only).
+            rec = kernel.persistence.get_stage(run_id, sid)  # the raw row: no blob read
+            if rec is None:
+                return self.summary(run_id, 0, run_status, stage_status="UNKNOWN")
+            return self.summary(
+                run_id,
+                rec.attempt,
+                run_status,
+                stage_status=rec.status.value,
+                output=rec.output,
+                output_ref=rec.output_ref,
+                metrics=rec.metrics,
+            )
         if status == "requeued":
             # Ready without output: execute runs again, with ctx.resume_state, right here.
             result = self.execute_stage(kernel, run_id, context)

@@ -29,8 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,9 +37,12 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_workflow_engine.definitions.stage import Stage
-from airflow_workflow_engine.errors import WorkflowDefinitionError, WorkflowEngineError
+from airflow_workflow_engine.errors import WorkflowDefinitionError
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID, WorkflowEngineHook
-from airflow_workflow_engine.plugins.links import WorkflowRunLink
+from airflow_workflow_engine.hooks.errors import engine_errors
+from airflow_workflow_engine.host.derive import workflow_from_dag
+from airflow_workflow_engine.host.runs import first_try_since_clear, run_key, task_verdict
+from airflow_workflow_engine.operators.links import WorkflowRunLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.commands import JobExecuteResult
     from airflow_workflow_engine.kernel.kernel import Kernel
 
-__all__ = ["StageAttemptFailed", "StageOperator", "engine_errors"]
+__all__ = ["StageAttemptFailed", "StageOperator"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +63,6 @@ _CREATE_WAIT_SECONDS = 60.0
 
 class StageAttemptFailed(AirflowException):
     """A stage attempt failed with a retryable error; Airflow retries the task."""
-
-
-@contextmanager
-def engine_errors(what: str) -> Iterator[None]:
-    """Non-retryable engine errors fail the task without retries; others propagate."""
-    try:
-        yield
-    except WorkflowEngineError as exc:
-        if getattr(exc, "retryable", True):
-            raise
-        raise AirflowFailException(f"{what}: {exc}") from exc
 
 
 def _has_template(value: Any) -> bool:
@@ -90,7 +81,7 @@ class StageOperator(BaseOperator):
     :param stage: the stage to run (from ``define_stage``); ``task_id`` defaults to its id.
     :param workflow: the workflow the stage belongs to. ``None``: derived from the DAG's stage
         tasks (groups are the topological layers of the stage tasks; see
-        :func:`airflow_workflow_engine.dag.workflow_from_dag`).
+        :func:`airflow_workflow_engine.host.derive.workflow_from_dag`).
     :param config: the stage's config (a dict for its config model); templated.
     :param conn_id: the ``workflow_engine`` connection (see :class:`WorkflowEngineHook`);
         ``None`` uses only the ``[workflow_engine]`` config section.
@@ -209,8 +200,6 @@ class StageOperator(BaseOperator):
         """The workflow: the one given, or the one derived from the DAG's stage tasks."""
         if self._workflow is not None:
             return self._workflow
-        from airflow_workflow_engine.dag import workflow_from_dag
-
         return workflow_from_dag(self.dag)
 
     @cached_property
@@ -238,7 +227,6 @@ class StageOperator(BaseOperator):
     def ensure_run(self, kernel: Kernel, workflow: Workflow, context: Context) -> str:
         """Creates (once per DAG run) and starts the workflow run; returns its id."""
         from airflow_workflow_engine.kernel.commands import RunClaimPending, RunCreate
-        from airflow_workflow_engine.triggers.kernel_state import run_key
 
         dag_run = context["dag_run"]
         key = run_key(self.dag_id, dag_run.run_id, self.workflow_group)
@@ -334,10 +322,11 @@ class StageOperator(BaseOperator):
     def rerun_if_cleared(self, kernel: Kernel, run_id: str, context: Context) -> bool:
         """Reruns the stage when it finished before this task was last cleared.
 
-        Airflow's clear sets ``max_tries = try_number + retries``, so the first try since the
-        last clear is ``max_tries - retries + 1`` (1 for a task never cleared). A stage row
-        from an earlier try is what the clear asked to replace; one from this series of tries
-        is a duplicate delivery and is replayed by ``job.execute``.
+        The rule is the host layer's (:func:`~airflow_workflow_engine.host.runs.was_cleared`):
+        a stage row from a try before the first try since the last clear is what the clear
+        asked to replace; one from this series of tries is a duplicate delivery and is
+        replayed by ``job.execute``. ``run.rerunStages`` checks the row
+        (``if_finished_before_attempt``) and reruns only then.
         """
         from airflow_workflow_engine.kernel.commands import RunRerunStages
 
@@ -345,11 +334,8 @@ class StageOperator(BaseOperator):
         max_tries = getattr(ti, "max_tries", None)
         if max_tries is None:
             return False
-        first_try = int(max_tries) - int(self.retries or 0) + 1
+        first_try = first_try_since_clear(max_tries, self.retries or 0)
         if first_try <= 1:
-            return False
-        rec = kernel.persistence.get_stage(run_id, self.stage.id)
-        if rec is None or not rec.status.is_terminal or rec.attempt >= first_try:
             return False
         stage_ids = [self.stage.id, *self._cleared_stage_tasks(context)]
         with engine_errors(f"Cannot rerun stage '{self.stage.id}' of workflow run {run_id}"):
@@ -358,14 +344,17 @@ class StageOperator(BaseOperator):
                     workflow_run_id=run_id,
                     stage_ids=stage_ids,
                     reason=f"task '{self.task_id}' cleared in Airflow (try {ti.try_number})",
+                    if_finished_before_attempt=first_try,
                 )
             )
+        if not result.rerun:
+            return False
         self.log.info(
             "Task was cleared: rerunning stage(s) %s of workflow run %s (was %s at attempt %d).",
             ", ".join(result.deleted_stages) or "-",
             run_id,
-            rec.status.value,
-            rec.attempt,
+            result.previous_status.value if result.previous_status else "-",
+            result.previous_attempt or 0,
         )
         return True
 
@@ -419,30 +408,26 @@ class StageOperator(BaseOperator):
     def handle_result(
         self, kernel: Kernel, run_id: str, result: JobExecuteResult, context: Context
     ) -> Any:
-        """Maps the kernel's answer onto the task: return, retry, fail or wait."""
-        sid = self.stage.id
-        if result.ghost:
-            raise AirflowFailException(
-                f"Stage '{sid}': workflow run {run_id} was cancelled or failed while this "
-                "attempt ran, so its result was discarded (a ghost); the task is not retried."
-            )
-        if result.outcome == "completed":
-            status = self.transition(kernel, run_id)
-            return self.summary(kernel, run_id, result.attempt, status, replayed=result.replayed)
-        if result.outcome == "suspended":
+        """Maps the kernel's answer onto the task (the meaning is the host layer's
+        :func:`~airflow_workflow_engine.host.runs.task_verdict`): return, retry, fail or wait."""
+        verdict = task_verdict(result, self.stage.id)
+        if verdict.action == "wait":
             return self.on_suspended(kernel, run_id, result, context)
-        if result.outcome == "failed":
-            if result.retry:
-                raise StageAttemptFailed(
-                    f"Stage '{sid}' attempt {result.attempt} failed: {result.error}. "
-                    "Airflow retries the task."
-                )
-            self.transition(kernel, run_id)
-            raise AirflowFailException(f"Stage '{sid}' failed: {result.error}")
-        raise AirflowFailException(
-            f"Stage '{sid}' did not run: workflow run {run_id} is no longer active "
-            f"({result.error or result.outcome})."
-        )
+        status = self.transition(kernel, run_id) if verdict.transition else None
+        if verdict.action == "succeed":
+            assert status is not None
+            return self.summary(
+                run_id,
+                result.attempt,
+                status,
+                output=result.output,
+                output_ref=result.output_ref,
+                metrics=result.metrics,
+                replayed=result.replayed,
+            )
+        if verdict.action == "retry":
+            raise StageAttemptFailed(verdict.message)
+        raise AirflowFailException(verdict.message)
 
     def on_suspended(
         self, kernel: Kernel, run_id: str, result: JobExecuteResult, context: Context
@@ -464,22 +449,30 @@ class StageOperator(BaseOperator):
         return str(outcome.status.value)
 
     def summary(
-        self, kernel: Kernel, run_id: str, attempt: int, run_status: str, *, replayed: bool = False
+        self,
+        run_id: str,
+        attempt: int,
+        run_status: str,
+        *,
+        stage_status: str = "COMPLETED",
+        output: Any = None,
+        output_ref: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        replayed: bool = False,
     ) -> dict[str, Any]:
-        """What goes to XCom: status, attempt, an output preview or its blob reference."""
-        rec = kernel.persistence.get_stage(run_id, self.stage.id)  # the raw row: no blob read
-        output_ref = rec.output_ref if rec is not None else None
+        """What goes to XCom: status, attempt, an output preview or its blob reference (from
+        the ``job.execute`` result: no row read)."""
         preview: str | None = None
-        if rec is not None and output_ref is None and rec.output is not None:
-            text = json.dumps(rec.output, separators=(",", ":"), default=str)
+        if output_ref is None and output is not None:
+            text = json.dumps(output, separators=(",", ":"), default=str)
             if len(text) > OUTPUT_PREVIEW_CHARS:
                 text = text[:OUTPUT_PREVIEW_CHARS] + "..."
             preview = text
-        metrics = dict(rec.metrics) if rec is not None else {}
+        metrics = metrics or {}
         return {
             "workflow_run_id": run_id,
             "stage_id": self.stage.id,
-            "status": rec.status.value if rec is not None else "UNKNOWN",
+            "status": stage_status,
             "attempt": attempt,
             "replayed": replayed,
             "run_status": run_status,

@@ -33,15 +33,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow.listeners import hookimpl
 
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
+from airflow_workflow_engine.host.queries import runs_of_dag_run
+from airflow_workflow_engine.host.runs import is_stage_task
 
 if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
 
 __all__ = [
-    "STAGE_OPERATORS",
     "MirrorResult",
     "before_stopping",
-    "is_stage_task",
     "mirror_dag_run_failed",
     "mirror_task_failed",
     "on_dag_run_failed",
@@ -54,9 +54,6 @@ logger = logging.getLogger(__name__)
 
 #: How long a listener waits for its kernel write before leaving it to the background thread.
 WAIT_SECONDS = 3.0
-#: Operator class names (``TaskInstance.operator``) that run stages.
-STAGE_OPERATORS = frozenset({"StageOperator", "AsyncBatchStageOperator"})
-_STAGE_MODULES = "airflow_workflow_engine.operators."
 _TASK_PROCESS_MODULES = "airflow.sdk."
 
 MirrorAction = Literal["cancelled", "already_final", "no_workflow_run", "not_configured"]
@@ -110,41 +107,6 @@ def _warn_once(key: str, message: str, *args: Any) -> None:
         logger.warning(message, *args)
 
 
-def _rejection(kernel: Any, workflow_run_id: str) -> str | None:
-    """The run's standing rejection (``approval.status`` = ``rejected``), described."""
-    from airflow_workflow_engine.kernel.approvals import approval_state
-
-    decision = approval_state(kernel.persistence.list_annotations(workflow_run_id)).decision
-    return None if decision is None or decision.approved else decision.describe()
-
-
-def _runs_to_cancel(persistence: Any, dag_id: str, run_id: str, task_id: str | None) -> list[Any]:
-    """The workflow runs a failure cancels: a stage task's own (its ``WorkflowTaskGroup``'s,
-    by the group prefixes of its task id, or the DAG's); for a DAG run, every one it created
-    (the DAG's and one per workflow task group)."""
-    from airflow_workflow_engine.triggers.kernel_state import (
-        find_run_by_key,
-        run_key,
-        run_key_candidates,
-    )
-
-    if task_id is not None:
-        for key in run_key_candidates(dag_id, run_id, task_id):
-            run = find_run_by_key(persistence, key)
-            if run is not None:
-                return [run]
-        return []
-    runs = [r for r in [find_run_by_key(persistence, run_key(dag_id, run_id))] if r is not None]
-    from airflow_workflow_engine.persistence.sql import SqlPersistence
-
-    if isinstance(persistence, SqlPersistence):
-        from airflow_workflow_engine.plugins.ui.queries import newest_runs
-
-        # Keys "<dag_id>/<run_id>/<group_id>": the "DAG id" filter matches a key prefix.
-        runs += newest_runs(persistence, dag_id=run_key(dag_id, run_id), limit=1000)
-    return runs
-
-
 def _cancel(
     dag_id: str,
     run_id: str,
@@ -168,7 +130,7 @@ def _cancel(
         )
         return MirrorResult("not_configured", reason=reason)
     try:
-        runs = _runs_to_cancel(kernel.persistence, dag_id, run_id, task_id)
+        runs = runs_of_dag_run(kernel.persistence, dag_id, run_id, task_id)
     except MigrationsNotAppliedError as exc:
         _warn_once("not-migrated", "Airflow failures are not mirrored: %s", exc)
         return MirrorResult("not_configured", reason=reason)
@@ -180,34 +142,21 @@ def _cancel(
 
 
 def _cancel_run(kernel: Any, run: Any, reason: str, rejection_first: bool) -> MirrorResult:
+    """``run.cancel``, an external cancel. A final run is left as it is (e.g. ApprovalSensor
+    recorded its rejection: that error stays); for a DAG run's failure the run's standing
+    rejection goes first in the reason, as the cause."""
     from airflow_workflow_engine.kernel.commands import RunCancel
 
-    if run.status.is_terminal:  # e.g. ApprovalSensor recorded its rejection: keep that error
-        return MirrorResult("already_final", run.id, run.status.value, reason)
-    rejected = _rejection(kernel, run.id) if rejection_first else None
-    if rejected:  # the rejection is the cause; the DAG run's failure only follows from it
-        reason = f"{rejected}; {reason}"
-    result = kernel.dispatch(RunCancel(workflow_run_id=run.id, reason=reason))
-    action: MirrorAction = "cancelled" if result.cancelled else "already_final"
-    if result.cancelled:
-        logger.info("Cancelled workflow run %s: %s", run.id, reason)
-    return MirrorResult(action, run.id, result.status.value, reason)
+    result = kernel.dispatch(
+        RunCancel(workflow_run_id=run.id, reason=reason, rejection_first=rejection_first)
+    )
+    if not result.cancelled:
+        return MirrorResult("already_final", run.id, result.status.value, reason)
+    logger.info("Cancelled workflow run %s: %s", run.id, result.reason)
+    return MirrorResult("cancelled", run.id, result.status.value, result.reason or reason)
 
 
 # -- which task failures to mirror --------------------------------------------------------
-
-
-def is_stage_task(task_instance: Any) -> bool:
-    """Whether a task instance runs a stage (by its operator's class name or module)."""
-    if getattr(task_instance, "operator", None) in STAGE_OPERATORS:
-        return True
-    task = getattr(task_instance, "task", None)
-    if task is None:
-        return False
-    if getattr(task, "task_type", None) in STAGE_OPERATORS:
-        return True
-    module = getattr(task, "_task_module", None) or type(task).__module__
-    return str(module).startswith(_STAGE_MODULES)
 
 
 def should_mirror_task_failure(task_instance: Any) -> bool:

@@ -9,9 +9,9 @@
   on every DAG run (``{DAG_ID}`` and ``{RUN_ID}`` are filled in by Airflow's UI).
 
 The "Workflow run" extra link of stage tasks
-(:class:`~airflow_workflow_engine.plugins.links.WorkflowRunLink`) is declared on the stage
+(:class:`~airflow_workflow_engine.operators.links.WorkflowRunLink`) is declared on the stage
 operators themselves: Airflow 3 stores each task's links when the task runs, so the link
-needs no registration here.
+needs no registration here (the provider info lists it under ``extra-links``).
 
 Airflow loads the plugin through the ``airflow.plugins`` entry point of this package::
 
@@ -34,8 +34,9 @@ from urllib.parse import urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_workflow_engine.host.links import URL_PREFIX
 from airflow_workflow_engine.plugins import listeners as _listeners
-from airflow_workflow_engine.plugins.ui import URL_PREFIX, WorkflowEngineUI
+from airflow_workflow_engine.plugins.ui import WorkflowEngineUI
 
 __all__ = ["PLUGIN_NAME", "WorkflowEnginePlugin"]
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from airflow_workflow_engine._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from airflow_workflow_engine.sensors.approval import ApprovalSensor, approve, reject
+    from airflow_workflow_engine.host.approvals import approve, reject
+    from airflow_workflow_engine.sensors.approval import ApprovalSensor
     from airflow_workflow_engine.sensors.stage import StageSensor, WorkflowRunSensor
 
 __all__ = ["ApprovalSensor", "StageSensor", "WorkflowRunSensor", "approve", "reject"]
@@ -25,8 +26,8 @@ _EXPORTS = {
     "StageSensor": "airflow_workflow_engine.sensors.stage",
     "WorkflowRunSensor": "airflow_workflow_engine.sensors.stage",
     "ApprovalSensor": "airflow_workflow_engine.sensors.approval",
-    "approve": "airflow_workflow_engine.sensors.approval",
-    "reject": "airflow_workflow_engine.sensors.approval",
+    "approve": "airflow_workflow_engine.host.approvals",
+    "reject": "airflow_workflow_engine.host.approvals",
 }
 
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -9,7 +9,8 @@ the same later), with the keys of :class:`airflow_workflow_engine.conventions.Ap
         attributes={"approval.status": "approved", "approval.comment": "looks right"},
     )
 
-or, shorter, :func:`approve` / :func:`reject`. The newest ``approval.status`` of
+or, shorter, :func:`~airflow_workflow_engine.host.approvals.approve` /
+:func:`~airflow_workflow_engine.host.approvals.reject`. The newest ``approval.status`` of
 ``approved`` or ``rejected`` decides: approved -> the task succeeds and returns the decision
 (approver, comment) to XCom; rejected -> the task fails, without retries, naming who rejected
 it and their comment. A run that fails or is cancelled before anyone decides fails the task
@@ -25,24 +26,14 @@ fails, so the DAG run's failure that follows leaves that error in place.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from airflow_workflow_engine.host.runs import run_key
+from airflow_workflow_engine.host.wait import APPROVAL_PREFIX, REJECTED, SensorEvent, WaitKind
 from airflow_workflow_engine.sensors.stage import WorkflowStateSensor
-from airflow_workflow_engine.triggers.kernel_state import (
-    APPROVAL_PREFIX,
-    APPROVED,
-    REJECTED,
-    SensorEvent,
-    WaitKind,
-)
 
-if TYPE_CHECKING:
-    from airflow_workflow_engine.kernel.kernel import Kernel
-    from airflow_workflow_engine.kernel.records import AnnotationRecord
-
-__all__ = ["ApprovalSensor", "approve", "record_approval", "reject"]
+__all__ = ["ApprovalSensor"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +89,6 @@ class ApprovalSensor(WorkflowStateSensor):
         """Cancels this DAG run's own workflow run with the rejection as the reason; a run of
         another DAG run is left to its own DAG. Returns whether it cancelled the run."""
         from airflow_workflow_engine.kernel.commands import RunCancel
-        from airflow_workflow_engine.triggers.kernel_state import run_key
 
         workflow_run_id = event.get("workflow_run_id")
         if not workflow_run_id:
@@ -130,57 +120,3 @@ class ApprovalSensor(WorkflowStateSensor):
                 + f" (task '{self.task_id}')."
             )
         return super().failure_message(event)
-
-
-def record_approval(
-    kernel: Kernel,
-    workflow_run_id: str,
-    *,
-    approved: bool,
-    approver: str,
-    comment: str | None = None,
-    stage_id: str | None = None,
-    key_prefix: str = APPROVAL_PREFIX,
-    actor_kind: str = "user",
-    idempotency_key: str | None = None,
-) -> list[AnnotationRecord]:
-    """Attaches an approval (or rejection) to a run, atomically; returns the rows written.
-
-    ``idempotency_key`` makes a repeated call (a double click) write nothing the second time.
-    """
-    from airflow_workflow_engine.conventions import Actor
-
-    if not approver:
-        raise ValueError("approver must name who decided.")
-    attributes: dict[str, Any] = {
-        f"{key_prefix}status": APPROVED if approved else REJECTED,
-        f"{key_prefix}approver": approver,
-    }
-    if comment:
-        attributes[f"{key_prefix}comment"] = comment
-    if stage_id:
-        attributes[f"{key_prefix}stage_id"] = stage_id
-    return kernel.annotations.attach(
-        workflow_run_id,
-        actor=Actor(kind=actor_kind, id=approver),
-        attributes=attributes,
-        idempotency_key=idempotency_key or uuid.uuid4().hex,
-    )
-
-
-def approve(
-    kernel: Kernel, workflow_run_id: str, approver: str, comment: str | None = None, **kw: Any
-) -> list[AnnotationRecord]:
-    """Approves a run (see :func:`record_approval`)."""
-    return record_approval(
-        kernel, workflow_run_id, approved=True, approver=approver, comment=comment, **kw
-    )
-
-
-def reject(
-    kernel: Kernel, workflow_run_id: str, approver: str, comment: str | None = None, **kw: Any
-) -> list[AnnotationRecord]:
-    """Rejects a run (see :func:`record_approval`)."""
-    return record_approval(
-        kernel, workflow_run_id, approved=False, approver=approver, comment=comment, **kw
-    )

@@ -9,10 +9,9 @@ is waited for.
 Both sensors are deferrable by default (waiting is their whole point): they check once, then
 wait in the triggerer (:class:`~airflow_workflow_engine.triggers.kernel_state.KernelStateTrigger`)
 without holding a worker slot. ``deferrable=False`` pokes from the task instead (``mode="poke"``
-or ``"reschedule"``), with the same decision (:func:`~airflow_workflow_engine.triggers.
-kernel_state.check`). Success returns the event (status, run id, status seen) to XCom; a failed
-status fails the task without retries; ``timeout`` raises ``AirflowSensorTimeout``;
-``soft_fail`` skips instead.
+or ``"reschedule"``), with the same decision (:func:`~airflow_workflow_engine.host.wait.check`).
+Success returns the event (status, run id, status seen) to XCom; a failed status fails the
+task without retries; ``timeout`` raises ``AirflowSensorTimeout``; ``soft_fail`` skips instead.
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ from airflow.sdk.exceptions import (
 )
 
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID, WorkflowEngineHook
-from airflow_workflow_engine.operators.stage import engine_errors
-from airflow_workflow_engine.triggers.kernel_state import (
+from airflow_workflow_engine.hooks.errors import engine_errors
+from airflow_workflow_engine.host.wait import (
     DEFAULT_FAILED,
     DEFAULT_TARGETS,
     SensorEvent,

@@ -197,7 +197,8 @@ def five_stage_workflow(workflow_id: str = "bench") -> Any:
     ``benchmarks/kernel_lifecycle.py`` (and of the original's seed bench)."""
     from pydantic import BaseModel
 
-    from airflow_workflow_engine import WorkflowBuilder, define_stage
+    from airflow_workflow_engine.definitions.stage import define_stage
+    from airflow_workflow_engine.definitions.workflow import WorkflowBuilder
 
     class X(BaseModel):
         x: int

@@ -17,7 +17,7 @@ parsed, or has no stage task of that workflow, is an error naming the file and t
   module level in an importable module: your package, or a module on the PYTHONPATH of the
   workers and the triggerer), or
 - an Airflow ``DAG`` whose stage tasks define the workflow (hand-wired DAGs), which the
-  triggerer re-derives with :func:`airflow_workflow_engine.dag.workflow_from_dag`. The DAG
+  triggerer re-derives with :func:`airflow_workflow_engine.host.derive.workflow_from_dag`. The DAG
   file must then be importable by the triggerer too (its folder on the triggerer's
   PYTHONPATH).
 
@@ -163,7 +163,7 @@ def load_workflow(ref: str) -> Workflow:
     if isinstance(obj, Workflow):
         return obj
     if hasattr(obj, "task_dict") and hasattr(obj, "dag_id"):
-        from airflow_workflow_engine.dag import workflow_from_dag
+        from airflow_workflow_engine.host.derive import workflow_from_dag
 
         return workflow_from_dag(obj)
     raise WorkflowDefinitionError(
@@ -313,14 +313,15 @@ def _parse_dag_file(ref: DagFileRef) -> dict[str, Any]:
 
 
 def _workflow_of_task(task: Any) -> Workflow | None:
-    from airflow_workflow_engine.operators.stage import StageOperator
+    from airflow_workflow_engine.host.runs import is_stage_operator
 
-    if not isinstance(task, StageOperator):
+    if not is_stage_operator(task):
         return None
     try:
-        return task.workflow
+        workflow: Workflow = task.workflow
     except WorkflowDefinitionError:
         return None
+    return workflow
 
 
 def load_workflow_from_dag_file(ref: DagFileRef) -> Workflow:

@@ -3,8 +3,9 @@
 The trigger dispatches ``stage.pollSuspended`` for one stage (the kernel calls the stage's
 ``check_completion``, enforces ``max_wait`` and commits the answer) at the stage's poll
 interval, in a worker thread of its own pool (see :func:`_off_loop`) so the triggerer's
-event loop never blocks. It yields exactly one :class:`TriggerEvent` whose payload is a
-:class:`PollEvent` dict with a ``status``:
+event loop never blocks; :func:`~airflow_workflow_engine.host.poll.poll_stage` says what
+the result means. It yields exactly one :class:`TriggerEvent` whose payload is a
+:class:`~airflow_workflow_engine.host.poll.PollEvent` dict with a ``status``:
 
 - ``completed``: the stage completed with the batch's output;
 - ``requeued``: the batch is ready without output, ``execute`` must run again (with
@@ -30,27 +31,22 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import timezone
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_workflow_engine.errors import WorkflowEngineError
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
+from airflow_workflow_engine.host.poll import PollDecision, PollStatus, poll_stage
+from airflow_workflow_engine.host.runs import KILLED_TASK_STATES
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.hooks.engine import EngineSettings
     from airflow_workflow_engine.kernel.kernel import Kernel
 
-__all__ = ["PollDecision", "PollEvent", "PollStatus", "SuspendedStageTrigger", "poll_stage"]
+__all__ = ["SuspendedStageTrigger", "cancel_suspended_stage"]
 
 logger = logging.getLogger(__name__)
-
-PollStatus = Literal["completed", "requeued", "failed", "timed_out", "cancelled", "error"]
-
-#: Shortest sleep between polls, so a clock mismatch never turns into a busy loop.
-MIN_SLEEP_SECONDS = 0.2
 
 #: Worker threads for the kernel work of all SuspendedStageTriggers of one process.
 POLL_THREADS = 4
@@ -75,108 +71,21 @@ async def _off_loop(func: Callable[..., _T], *args: Any) -> _T:
     return await asyncio.get_running_loop().run_in_executor(pool, call)
 
 
-class PollEvent(TypedDict):
-    """The payload of the trigger's one event."""
-
-    status: PollStatus
-    workflow_run_id: str
-    stage_id: str
-    message: str | None
-
-
-@dataclass(frozen=True)
-class PollDecision:
-    """One poll's verdict: a terminal ``status``, or ``None`` and how long to wait."""
-
-    status: PollStatus | None
-    message: str | None = None
-    wait_seconds: float = 0.0
-
-    def event(self, workflow_run_id: str, stage_id: str) -> PollEvent:
-        assert self.status is not None
-        return PollEvent(
-            status=self.status,
-            workflow_run_id=workflow_run_id,
-            stage_id=stage_id,
-            message=self.message,
-        )
-
-
-_FINISHED_OUTCOMES: dict[str, PollStatus] = {
-    "completed": "completed",
-    "requeued": "requeued",
-    "failed": "failed",
-    "timed_out": "timed_out",
-}
-
-
-def poll_stage(
-    kernel: Kernel, workflow_run_id: str, stage_id: str, poll_interval: float
-) -> PollDecision:
-    """Polls one suspended stage once (when due) and says what happened.
-
-    Shared by the trigger and the operator's sync fallback (``deferrable=False``).
-    """
-    from airflow_workflow_engine.kernel.commands import StagePollSuspended
-    from airflow_workflow_engine.kernel.status import Status
-
-    result = kernel.dispatch(
-        StagePollSuspended(workflow_run_id=workflow_run_id, stage_id=stage_id, max_checks=1)
-    )
-    for outcome in result.outcomes:
-        if outcome.stage_id == stage_id and outcome.outcome in _FINISHED_OUTCOMES:
-            return PollDecision(_FINISHED_OUTCOMES[outcome.outcome], outcome.error)
-    rec = kernel.persistence.get_stage(workflow_run_id, stage_id)
-    if rec is None:
-        return PollDecision(
-            "cancelled", f"stage '{stage_id}' of run {workflow_run_id} no longer exists (rerun?)"
-        )
-    by_status: dict[Status, PollStatus] = {
-        Status.COMPLETED: "completed",
-        Status.PENDING: "requeued",
-        Status.FAILED: "failed",
-        Status.CANCELLED: "cancelled",
-        Status.SKIPPED: "cancelled",
-    }
-    if rec.status in by_status:
-        return PollDecision(by_status[rec.status], rec.error_message)
-    if rec.status != Status.SUSPENDED:
-        return PollDecision("error", f"stage '{stage_id}' is {rec.status.value}, not SUSPENDED")
-    run = kernel.persistence.get_run(workflow_run_id)
-    if run is None or run.status.is_terminal:
-        state = run.status.value if run else "gone"
-        return PollDecision("cancelled", f"workflow run {workflow_run_id} is {state}")
-    now = kernel.now()
-    due = rec.next_poll_at or now
-    if due.tzinfo is None:
-        due = due.replace(tzinfo=timezone.utc)
-    wait = (due - now).total_seconds()
-    return PollDecision(None, wait_seconds=min(max(wait, MIN_SLEEP_SECONDS), poll_interval))
-
-
-#: Task states after a user acted on a deferred task that mean "stop the external job" (mark
-#: failed, mark success...). Any other state (none, scheduled, queued, running, deferred)
-#: means the task was cleared: it re-attaches to the job, which must keep running.
-_KILLED_STATES = frozenset({"failed", "success", "skipped", "upstream_failed", "removed"})
-
-
 def cancel_suspended_stage(kernel: Kernel, workflow_run_id: str, stage_id: str, reason: str) -> str:
     """Cancels the workflow run and the stage's external job (its ``on_cancel``); says what
-    it did. Used by the trigger's ``on_kill`` when a user fails or finishes a deferred task."""
+    it did. Used by the trigger's ``on_kill`` when a user fails or finishes a deferred task,
+    and when the run was cancelled elsewhere (by a listener, in a process that could not call
+    ``on_cancel``): ``run.cancel`` with ``stop_stage_id`` stops the job then."""
     from airflow_workflow_engine.kernel.commands import RunCancel
-    from airflow_workflow_engine.kernel.handlers.run_cancel import cancel_external_work
-    from airflow_workflow_engine.kernel.status import Status
 
-    result = kernel.dispatch(RunCancel(workflow_run_id=workflow_run_id, reason=reason))
+    result = kernel.dispatch(
+        RunCancel(workflow_run_id=workflow_run_id, reason=reason, stop_stage_id=stage_id)
+    )
     if result.cancelled:  # the kernel called on_cancel of every suspended stage
         return "cancelled the workflow run and its batch job"
-    # Cancelled already (by the listener, in a process that could not call on_cancel).
-    rec = kernel.persistence.get_stage(workflow_run_id, stage_id)
-    if rec is None or rec.status != Status.CANCELLED or rec.suspended_state is None:
-        return f"nothing to cancel (the workflow run is {result.status.value})"
-    run = kernel.require_run(workflow_run_id)
-    cancel_external_work(kernel, run.workflow_id, rec)
-    return "cancelled the batch job (the workflow run was cancelled already)"
+    if result.stopped_stage_work:
+        return "cancelled the batch job (the workflow run was cancelled already)"
+    return f"nothing to cancel (the workflow run is {result.status.value})"
 
 
 def _kernel_for(
@@ -314,7 +223,7 @@ class SuspendedStageTrigger(BaseTrigger):
         from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
 
         state = await self._task_state()
-        if state not in _KILLED_STATES:
+        if state not in KILLED_TASK_STATES:
             logger.info(
                 "stage %s: task %s is %s after a user action (cleared?): the batch is kept",
                 self.stage_id,

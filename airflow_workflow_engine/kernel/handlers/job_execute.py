@@ -53,8 +53,23 @@ def _replay(k: Kernel, cmd: JobExecute, rec: StageRecord) -> JobExecuteResult:
     """A duplicate delivery of a stage that already finished (or is waiting)."""
     if rec.status == Status.COMPLETED:
         full = next(s for s in k.persistence.list_stages(rec.workflow_run_id) if s.id == rec.id)
-        return _result(cmd, "completed", rec.attempt, output=full.output, replayed=True)
-    return _result(cmd, "suspended", rec.attempt, next_poll_at=rec.next_poll_at, replayed=True)
+        return _result(
+            cmd,
+            "completed",
+            rec.attempt,
+            output=full.output,
+            replayed=True,
+            output_ref=rec.output_ref,
+            metrics=rec.metrics,
+        )
+    return _result(
+        cmd,
+        "suspended",
+        rec.attempt,
+        next_poll_at=rec.next_poll_at,
+        replayed=True,
+        poll_interval=rec.poll_interval,
+    )
 
 
 def _ensure_stage(
@@ -222,11 +237,12 @@ def _complete(
     # The ledger's roll-up wins over a stage's own metric of the same name.
     metrics = {**buffer.metrics, **outcome.metrics, **ai}
     duration = (now - rec.started_at).total_seconds() if rec.started_at else None
+    metrics = {**metrics, "duration_seconds": duration}
     k.persistence.update_stage(
         rec.workflow_run_id,
         rec.stage_id,
         status=Status.COMPLETED,
-        metrics={**metrics, "duration_seconds": duration},
+        metrics=metrics,
         error_message=None,
         completed_at=now,
         updated_at=now,
@@ -238,7 +254,14 @@ def _complete(
         "stage:completed",
         {"stage_id": rec.stage_id, "attempt": attempt, "output_ref": stored.get("output_ref")},
     )
-    return _result(cmd, "completed", attempt, output=outcome.value)
+    return _result(
+        cmd,
+        "completed",
+        attempt,
+        output=outcome.value,
+        output_ref=stored.get("output_ref"),
+        metrics=metrics,
+    )
 
 
 def _suspend(
@@ -278,7 +301,9 @@ def _suspend(
         {"workflow_run_id": rec.workflow_run_id, "stage_id": rec.stage_id},
         next_poll_at,
     )
-    return _result(cmd, "suspended", attempt, next_poll_at=next_poll_at)
+    return _result(
+        cmd, "suspended", attempt, next_poll_at=next_poll_at, poll_interval=suspended.poll_interval
+    )
 
 
 def _fail(

@@ -8,7 +8,7 @@ clearing a deferred batch task re-attaches to its batch instead of submitting an
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_workflow_engine.blob.scoped import stage_prefix
 from airflow_workflow_engine.kernel.approvals import record_rerun
@@ -46,6 +46,25 @@ def handle(k: Kernel, cmd: RunRerunStages) -> RunRerunStagesResult:
     wf = k.workflow(run.workflow_id)
     # StageNotFoundError names the workflow's stages for an unknown id.
     ordered = sorted(set(cmd.stage_ids), key=wf.group_of)
+    guard = cmd.if_finished_before_attempt
+    previous = k.persistence.get_stage(run.id, cmd.stage_ids[0]) if guard is not None else None
+    seen: dict[str, Any] = (
+        {"previous_status": previous.status, "previous_attempt": previous.attempt}
+        if previous is not None
+        else {}
+    )
+    if guard is not None and (
+        previous is None or not previous.status.is_terminal or previous.attempt >= guard
+    ):
+        # Not a rerun: a duplicate delivery of this series of tries (job.execute replays it).
+        return RunRerunStagesResult(
+            workflow_run_id=run.id,
+            status=run.status,
+            deleted_stages=[],
+            deleted_blobs=0,
+            rerun=False,
+            **seen,
+        )
     # Blobs first (as run.rerunFrom): a rerun must never read an artifact of the attempt it
     # replaces. Only stages that are finished now are candidates.
     candidates = [rec.stage_id for rec in _finished(k, run.id, ordered)]
@@ -57,7 +76,11 @@ def handle(k: Kernel, cmd: RunRerunStages) -> RunRerunStagesResult:
         deleted = [rec.stage_id for rec in replaced]
         if not deleted:
             return RunRerunStagesResult(
-                workflow_run_id=run.id, status=run.status, deleted_stages=[], deleted_blobs=0
+                workflow_run_id=run.id,
+                status=run.status,
+                deleted_stages=[],
+                deleted_blobs=0,
+                **seen,
             )
         k.persistence.delete_stages(run.id, deleted)
         # Provenance of the rerun; it voids the approvals that depended on these stages.
@@ -79,4 +102,5 @@ def handle(k: Kernel, cmd: RunRerunStages) -> RunRerunStagesResult:
         status=run.status,
         deleted_stages=deleted,
         deleted_blobs=deleted_blobs,
+        **seen,
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_workflow_engine.definitions.stage import CompletionCheck
 from airflow_workflow_engine.errors import WorkflowEngineError
 from airflow_workflow_engine.kernel.commands import (
+    PolledStage,
     PollOutcome,
     StagePollSuspended,
     StagePollSuspendedResult,
@@ -45,7 +46,27 @@ def handle(k: Kernel, cmd: StagePollSuspended) -> StagePollSuspendedResult:
         )
         if outcome is not None:
             result.outcomes.append(outcome)
+    if cmd.workflow_run_id is not None and cmd.stage_id is not None:
+        finished = {"completed", "requeued", "failed", "timed_out"}
+        if not any(o.stage_id == cmd.stage_id and o.outcome in finished for o in result.outcomes):
+            stage = _polled_stage(k, cmd.workflow_run_id, cmd.stage_id)
+            return StagePollSuspendedResult(outcomes=result.outcomes, stage=stage)
     return result
+
+
+def _polled_stage(k: Kernel, run_id: str, stage_id: str) -> PolledStage:
+    """The named stage's row after the poll, for a host that waits on that one stage."""
+    rec = k.persistence.get_stage(run_id, stage_id)
+    if rec is None:
+        return PolledStage(status=None, checked_at=k.now())
+    run = k.persistence.get_run(run_id) if rec.status == Status.SUSPENDED else None
+    return PolledStage(
+        status=rec.status,
+        error=rec.error_message,
+        next_poll_at=rec.next_poll_at,
+        run_status=run.status if run is not None else None,
+        checked_at=k.now(),
+    )
 
 
 def _outcome(rec: StageRecord, outcome: Any, **fields: Any) -> PollOutcome:

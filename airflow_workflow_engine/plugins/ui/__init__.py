@@ -1,7 +1,8 @@
 """The workflow engine's pages in Airflow's UI: workflow runs, their stages and AI spend.
 
 :class:`WorkflowEngineUI` is the ASGI app the provider's plugin mounts on Airflow's
-api-server (``fastapi_apps``, under :data:`URL_PREFIX`). Airflow imports plugins in every
+api-server (``fastapi_apps``, under
+:data:`~airflow_workflow_engine.host.links.URL_PREFIX`). Airflow imports plugins in every
 component (scheduler, workers, triggerer), so this module stays cheap: the FastAPI app
 (:mod:`~airflow_workflow_engine.plugins.ui.app`, which imports Airflow's api-server code) is
 built on the first request, and the engine's database is opened then too
@@ -22,10 +23,7 @@ if TYPE_CHECKING:
     Send = Callable[[Message], Awaitable[None]]
     ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-__all__ = ["URL_PREFIX", "WorkflowEngineUI"]
-
-#: Where Airflow's api-server mounts the pages.
-URL_PREFIX = "/workflow-engine"
+__all__ = ["WorkflowEngineUI"]
 
 
 class WorkflowEngineUI:

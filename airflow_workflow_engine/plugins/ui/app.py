@@ -38,6 +38,7 @@ from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.core_api.security import GetUserDep
+from airflow.sdk import timezone as airflow_timezone
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -47,16 +48,17 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_workflow_engine.cli._common import CommandError, money_text, parse_when
 from airflow_workflow_engine.errors import (
     DatabaseUnavailableError,
     MigrationsNotAppliedError,
     WorkflowEngineError,
 )
+from airflow_workflow_engine.host.format import money_text, parse_when
+from airflow_workflow_engine.host.links import URL_PREFIX
+from airflow_workflow_engine.host.queries import QueryError
+from airflow_workflow_engine.host.runs import split_run_key
 from airflow_workflow_engine.kernel.status import Status
-from airflow_workflow_engine.plugins.ui import URL_PREFIX
 from airflow_workflow_engine.plugins.ui.models import CostReport, RunDetail, RunList
-from airflow_workflow_engine.plugins.ui.queries import split_key
 from airflow_workflow_engine.plugins.ui.reader import EngineReader, get_reader
 
 __all__ = ["create_app"]
@@ -172,13 +174,13 @@ class CostFilter(BaseModel):
         if not value or not value.strip():
             return None
         try:
-            parse_when(value)
-        except CommandError as exc:
+            parse_when(value, airflow_timezone.parse)
+        except QueryError as exc:
             raise ValueError(str(exc)) from None
         return value.strip()
 
     def when(self) -> datetime | None:
-        return None if self.since is None else parse_when(self.since)
+        return None if self.since is None else parse_when(self.since, airflow_timezone.parse)
 
 
 RunFilterQuery = Annotated[RunFilter, Query()]
@@ -208,7 +210,7 @@ def _run_by_id(open_reader: OpenReader, access: Access, workflow_run_id: str) ->
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"Workflow run '{workflow_run_id}' does not exist."
         )
-    access.check_run(split_key(run.idempotency_key)[0])
+    access.check_run(split_run_key(run.idempotency_key)[0])
     return reader.detail(run)
 
 

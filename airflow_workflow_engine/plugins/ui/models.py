@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from airflow_workflow_engine.ai.ledger import money
-from airflow_workflow_engine.cli._common import preview
-from airflow_workflow_engine.plugins.ui.queries import split_key
+from airflow_workflow_engine.host.format import preview
+from airflow_workflow_engine.host.runs import split_run_key
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.ai.ledger import LedgerEntry, RollupRow
@@ -85,7 +85,7 @@ class RunSummary(_Model):
 
     @classmethod
     def of(cls, run: RunRecord) -> RunSummary:
-        dag_id, dag_run_id = split_key(run.idempotency_key)
+        dag_id, dag_run_id, _ = split_run_key(run.idempotency_key)
         return cls(
             workflow_run_id=run.id,
             workflow_id=run.workflow_id,

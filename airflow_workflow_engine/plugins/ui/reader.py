@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
+from airflow_workflow_engine.host.queries import count_runs, newest_runs
 from airflow_workflow_engine.plugins.ui.models import (
     AICall,
     Annotation,
@@ -31,7 +32,6 @@ from airflow_workflow_engine.plugins.ui.models import (
     RunSummary,
     Stage,
 )
-from airflow_workflow_engine.plugins.ui.queries import count_runs, newest_runs
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.ai.ledger import RollupRow

@@ -159,8 +159,8 @@ def test_rejection_is_the_workflow_runs_error_not_the_dag_run_failure(engine: An
     from airflow.sdk.exceptions import AirflowFailException
     from airflow.sdk.execution_time.context import set_current_context
 
-    from airflow_workflow_engine.sensors.approval import reject
-    from airflow_workflow_engine.triggers.kernel_state import WaitSpec, check
+    from airflow_workflow_engine.host.approvals import reject
+    from airflow_workflow_engine.host.wait import WaitSpec, check
 
     run_id = _start_run(engine, key="it_dag/manual__rej")
     _complete(engine, run_id, "measure")
@@ -184,7 +184,7 @@ def test_a_rejected_runs_dag_run_failure_names_the_rejection(engine: Any) -> Non
     listener puts the standing rejection first in the run's error."""
     from airflow.models.dagrun import DagRun
 
-    from airflow_workflow_engine.sensors.approval import reject
+    from airflow_workflow_engine.host.approvals import reject
 
     run_id = _start_run(engine, key="it_dag/manual__rej2")
     (note, *_) = reject(engine, run_id, "bob", "numbers are off")

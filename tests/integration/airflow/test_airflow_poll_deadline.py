@@ -14,9 +14,9 @@ pytestmark = AIRFLOW_MARKS
 def _wait(polls_needed: int) -> tuple[str, str | None, float, int]:
     """Submits the batch stage, then polls like ``AsyncBatchStageOperator(deferrable=False)``
     does, sleeping on the fake clock; returns the status, message, seconds waited and polls."""
+    from airflow_workflow_engine.host.poll import poll_stage
     from airflow_workflow_engine.kernel.commands import JobExecute, RunClaimPending, RunCreate
     from airflow_workflow_engine.testing.kit import create_test_kernel
-    from airflow_workflow_engine.triggers.suspended import poll_stage
     from tests.workflows import BATCH_WORKFLOW, DOC_INPUT, POLLS
 
     kit = create_test_kernel([BATCH_WORKFLOW])

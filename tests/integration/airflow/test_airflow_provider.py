@@ -63,7 +63,7 @@ def test_provider_info_matches_airflows_schema() -> None:
     assert info["db-managers"] == [
         "airflow_workflow_engine.hooks.db_manager.WorkflowEngineDBManager"
     ]
-    assert info["extra-links"] == ["airflow_workflow_engine.plugins.links.WorkflowRunLink"]
+    assert info["extra-links"] == ["airflow_workflow_engine.operators.links.WorkflowRunLink"]
     assert info["plugins"] == [
         {
             "name": "workflow_engine",
@@ -266,7 +266,7 @@ def test_default_blob_store_is_under_airflow_home(monkeypatch: pytest.MonkeyPatc
 
 def test_kernel_is_built_once_per_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
-    from airflow_workflow_engine.hooks.host import AirflowJobTransport, AirflowScheduler
+    from airflow_workflow_engine.host.ports import AirflowJobTransport, AirflowScheduler
     from airflow_workflow_engine.persistence.sql import SqlPersistence, migrate
     from tests.integration.airflow import workflows as wf
 

@@ -65,8 +65,9 @@ def decide() -> str:
     """Approves or rejects this DAG run's workflow run as the conf says: an automated
     reviewer (a person does the same through the kernel, the CLI or the UI)."""
     from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
-    from airflow_workflow_engine.sensors.approval import record_approval
-    from airflow_workflow_engine.triggers.kernel_state import find_run_by_key, run_key
+    from airflow_workflow_engine.host.approvals import record_approval
+    from airflow_workflow_engine.host.queries import find_run_by_key
+    from airflow_workflow_engine.host.runs import run_key
 
     ctx = get_current_context()
     conf: dict[str, Any] = ctx["dag_run"].conf or {}
@@ -315,7 +316,7 @@ def _complete(kernel: Any, run_id: str, *stage_ids: str) -> None:
 
 
 def _spec(**kwargs: Any) -> Any:
-    from airflow_workflow_engine.triggers.kernel_state import WaitSpec
+    from airflow_workflow_engine.host.wait import WaitSpec
 
     return WaitSpec(**kwargs)
 
@@ -375,7 +376,7 @@ def test_trigger_serializes_ids_and_primitives_and_round_trips() -> None:
 
 
 def test_spec_rejects_what_can_never_work() -> None:
-    from airflow_workflow_engine.triggers.kernel_state import STATUS_NAMES
+    from airflow_workflow_engine.host.wait import STATUS_NAMES
 
     assert {s.value for s in Status} == STATUS_NAMES  # spelled out to keep DAG parsing cheap
     with pytest.raises(ValueError, match="Name the workflow run"):
@@ -441,7 +442,7 @@ def test_stage_of_a_cancelled_run_fails_the_wait(engine: Any) -> None:
 
 
 def test_approval_then_rejection_newest_wins(engine: Any) -> None:
-    from airflow_workflow_engine.sensors.approval import approve, reject
+    from airflow_workflow_engine.host.approvals import approve, reject
 
     run_id = _start_run(engine)
     approve(engine, run_id, "alice", "looks right")
@@ -461,9 +462,9 @@ def test_a_rerun_before_the_approval_point_makes_the_sensor_wait_again(engine: A
     """An Airflow clear of ``measure`` (before the sensor) voids alice's approval: the trigger
     waits for a new decision, and the next one counts. A clear of ``report`` (after the
     approval point) does not void it."""
+    from airflow_workflow_engine.host.approvals import approve
+    from airflow_workflow_engine.host.wait import check
     from airflow_workflow_engine.kernel.commands import RunRerunStages
-    from airflow_workflow_engine.sensors.approval import approve
-    from airflow_workflow_engine.triggers.kernel_state import check
 
     run_id = _start_run(engine)
     _complete(engine, run_id, "measure")
@@ -493,7 +494,7 @@ def test_approval_through_annotations_attach(engine: Any) -> None:
     """Approving is just an annotation: any writer of ``approval.status`` decides; other
     values and other stages' approvals do not."""
     from airflow_workflow_engine.conventions import Actor, Approval
-    from airflow_workflow_engine.triggers.kernel_state import check
+    from airflow_workflow_engine.host.wait import check
 
     run_id = _start_run(engine)
     spec = _spec(kind="approval", workflow_run_id=run_id, stage_id="report")
@@ -635,7 +636,7 @@ def test_rejection_fails_the_sensor_naming_who_and_why(
 
 
 def test_approval_given_while_the_sensor_is_deferred(sensor_env: AirflowEnv) -> None:
-    from airflow_workflow_engine.sensors.approval import approve
+    from airflow_workflow_engine.host.approvals import approve
 
     before = known_runs(sensor_env, "it_approval")
     pool, future = in_background(

@@ -84,9 +84,9 @@ def test_two_groups_of_one_workflow_have_a_run_and_a_config_each(engine_url: str
     from airflow.sdk import DAG
 
     from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
+    from airflow_workflow_engine.host.wait import WaitSpec, check
     from airflow_workflow_engine.plugins.listeners import mirror_task_failed
     from airflow_workflow_engine.task_group import WorkflowTaskGroup
-    from airflow_workflow_engine.triggers.kernel_state import WaitSpec, check
     from tests.e2e.dags import e2e_workflows as wf
 
     with DAG("t_two_groups", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
@@ -156,8 +156,7 @@ def test_a_failed_dag_run_cancels_every_group_run(engine_url: str) -> None:
 
 
 def test_run_key_helpers() -> None:
-    from airflow_workflow_engine.plugins.ui.queries import split_key
-    from airflow_workflow_engine.triggers.kernel_state import (
+    from airflow_workflow_engine.host.runs import (
         run_key,
         run_key_candidates,
         split_run_key,
@@ -167,7 +166,7 @@ def test_run_key_helpers() -> None:
     assert run_key("d", "r", "g") == "d/r/g"
     assert split_run_key("d/r/g") == ("d", "r", "g")
     assert split_run_key("d/r") == ("d", "r", None)
-    assert split_key("d/r/g") == ("d", "r")
+    assert split_run_key("d/r/g")[:2] == ("d", "r")
     assert run_key_candidates("d", "r", "outer.inner.stage") == [
         "d/r/outer.inner",
         "d/r/outer",

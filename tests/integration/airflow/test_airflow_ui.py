@@ -168,7 +168,7 @@ def test_workflow_run_link_points_at_the_dag_runs_page(monkeypatch: pytest.Monke
     from airflow.sdk.types import TaskInstanceKey  # type: ignore[attr-defined]
 
     from airflow_workflow_engine.operators import AsyncBatchStageOperator, StageOperator
-    from airflow_workflow_engine.plugins.links import WorkflowRunLink, workflow_run_url
+    from airflow_workflow_engine.operators.links import WorkflowRunLink, workflow_run_url
 
     key = TaskInstanceKey(
         dag_id="docs", task_id="summarize", run_id="manual__2026-01-02T03:04:05+00:00"
@@ -548,7 +548,7 @@ def test_costs_api_rolls_up_the_ledger(ui: UI) -> None:
 def test_stage_tasks_link_to_the_workflow_run_page(ui: UI) -> None:
     run_id = ui.dag_run.run_id
     links = ui.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{_q(run_id)}/taskInstances/summarize/links")
-    from airflow_workflow_engine.plugins.links import workflow_run_url
+    from airflow_workflow_engine.operators.links import workflow_run_url
 
     expected = workflow_run_url(DAG_ID, run_id, base_url=ui.env.env["AIRFLOW__API__BASE_URL"])
     assert links["extra_links"] == {"Workflow run": expected}

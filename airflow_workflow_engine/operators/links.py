@@ -4,17 +4,17 @@ Airflow 3 computes an operator's extra links in the task process when the task f
 (each try) and keeps them in XCom (``_link_WorkflowRunLink``); the UI shows them as buttons
 on the task instance. The link is declared on
 :class:`~airflow_workflow_engine.operators.stage.StageOperator` (and so on
-``AsyncBatchStageOperator``) and listed under ``extra-links`` in the provider info.
+``AsyncBatchStageOperator``) and listed under ``extra-links`` in the provider info; the URL is
+the host layer's (:mod:`airflow_workflow_engine.host.links`), the pages' path.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
-from airflow_workflow_engine.plugins.ui import URL_PREFIX
+from airflow_workflow_engine.host.links import workflow_run_path
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -33,10 +33,7 @@ def workflow_run_url(
         from airflow.sdk import conf
 
         base_url = conf.get("api", "base_url", fallback="") or ""
-    path = f"{URL_PREFIX}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe=':+@')}"
-    if workflow_group:
-        path += "/" + quote(workflow_group, safe="")
-    return base_url.rstrip("/") + path
+    return base_url.rstrip("/") + workflow_run_path(dag_id, run_id, workflow_group)
 
 
 class WorkflowRunLink(BaseOperatorLink):
