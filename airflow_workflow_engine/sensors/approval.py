@@ -25,14 +25,12 @@ fails, so the DAG run's failure that follows leaves that error in place.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_workflow_engine.sensors.stage import WorkflowStateSensor
 from airflow_workflow_engine.triggers.kernel_state import (
     APPROVAL_PREFIX,
-    APPROVED,
     REJECTED,
     SensorEvent,
     WaitKind,
@@ -85,19 +83,14 @@ class ApprovalSensor(WorkflowStateSensor):
 
     def rejection_reason(self, event: SensorEvent) -> str:
         """``rejected by bob at 2026-06-01T12:00:00+00:00: 'numbers are off' (task ...)``."""
-        details = event["details"]
-        comment = details.get("comment")
-        scope = f" (stage '{details['stage_id']}')" if details.get("stage_id") else ""
-        why = f": {comment!r}" if comment else " (no comment given)"
-        return (
-            f"rejected{scope} by {details.get('approver')} at {details.get('at')}{why} "
-            f"(task '{self.task_id}' of DAG '{self.dag_id}')"
-        )
+        from airflow_workflow_engine.kernel.approvals import rejection_reason
+
+        return rejection_reason(event["details"], self.task_id, self.dag_id)
 
     def cancel_rejected_run(self, event: SensorEvent) -> bool:
         """Cancels this DAG run's own workflow run with the rejection as the reason; a run of
         another DAG run is left to its own DAG. Returns whether it cancelled the run."""
-        from airflow_workflow_engine.kernel.commands import RunCancel
+        from airflow_workflow_engine.kernel.approvals import cancel_rejected_run
         from airflow_workflow_engine.triggers.kernel_state import run_key
 
         workflow_run_id = event.get("workflow_run_id")
@@ -107,65 +100,27 @@ class ApprovalSensor(WorkflowStateSensor):
             from airflow.sdk import get_current_context
 
             own_key = run_key(self.dag_id, str(get_current_context()["dag_run"].run_id))
-            kernel = self.hook.get_kernel()
-            run = kernel.persistence.get_run(workflow_run_id)
-            if run is None or run.idempotency_key != own_key:
-                return False
-            result = kernel.dispatch(
-                RunCancel(workflow_run_id=workflow_run_id, reason=self.rejection_reason(event))
+            return cancel_rejected_run(
+                self.hook.get_kernel(), workflow_run_id, own_key, self.rejection_reason(event)
             )
         except Exception:  # the rejection still fails the task; the listener cancels the run
             logger.warning("Could not record the rejection on the workflow run", exc_info=True)
             return False
-        return bool(result.cancelled)
 
     def failure_message(self, event: SensorEvent) -> str:
-        details = event["details"]
         if event["observed"] == REJECTED:
-            comment = details.get("comment")
-            return (
-                f"Workflow run {event['workflow_run_id']} was rejected by "
-                f"{details.get('approver')}: "
-                + (f"{comment!r}" if comment else "no comment given")
-                + f" (task '{self.task_id}')."
-            )
+            from airflow_workflow_engine.kernel.approvals import rejected_message
+
+            return rejected_message(str(event["workflow_run_id"]), event["details"], self.task_id)
         return super().failure_message(event)
 
 
-def record_approval(
-    kernel: Kernel,
-    workflow_run_id: str,
-    *,
-    approved: bool,
-    approver: str,
-    comment: str | None = None,
-    stage_id: str | None = None,
-    key_prefix: str = APPROVAL_PREFIX,
-    actor_kind: str = "user",
-    idempotency_key: str | None = None,
-) -> list[AnnotationRecord]:
-    """Attaches an approval (or rejection) to a run, atomically; returns the rows written.
+def record_approval(kernel: Kernel, workflow_run_id: str, **kw: Any) -> list[AnnotationRecord]:
+    """Attaches an approval (or rejection) to a run, atomically (see
+    :func:`airflow_workflow_engine.kernel.approvals.record_approval`)."""
+    from airflow_workflow_engine.kernel.approvals import record_approval as record
 
-    ``idempotency_key`` makes a repeated call (a double click) write nothing the second time.
-    """
-    from airflow_workflow_engine.conventions import Actor
-
-    if not approver:
-        raise ValueError("approver must name who decided.")
-    attributes: dict[str, Any] = {
-        f"{key_prefix}status": APPROVED if approved else REJECTED,
-        f"{key_prefix}approver": approver,
-    }
-    if comment:
-        attributes[f"{key_prefix}comment"] = comment
-    if stage_id:
-        attributes[f"{key_prefix}stage_id"] = stage_id
-    return kernel.annotations.attach(
-        workflow_run_id,
-        actor=Actor(kind=actor_kind, id=approver),
-        attributes=attributes,
-        idempotency_key=idempotency_key or uuid.uuid4().hex,
-    )
+    return record(kernel, workflow_run_id, **kw)
 
 
 def approve(
