@@ -47,7 +47,9 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalState",
     "Rerun",
+    "PENDING",
     "approval_state",
+    "awaiting_since",
     "cancel_rejected_run",
     "latest_approval",
     "record_approval",
@@ -60,6 +62,9 @@ __all__ = [
 APPROVAL_PREFIX = "approval."
 APPROVED = "approved"
 REJECTED = "rejected"
+#: An approval point asked a reviewer (``WorkflowApprovalOperator``); no decision, it only
+#: tells readers since when the run waits.
+PENDING = "pending"
 
 #: ``Revision`` keys the kernel writes on every rerun.
 REVISION_STAGE_IDS = "revision.stage_ids"
@@ -206,6 +211,24 @@ def approval_state(
         else:
             voided.append((entry, by))
     return ApprovalState(current, tuple(voided))
+
+
+def awaiting_since(
+    notes: Sequence[AnnotationRecord], key_prefix: str = APPROVAL_PREFIX
+) -> datetime | None:
+    """When the newest ``<prefix>status`` = ``pending`` request was made, if no decision
+    (``approved``/``rejected``) was written after it; else ``None``."""
+    status_key = f"{key_prefix}status"
+    since: datetime | None = None
+    for note in notes:
+        if note.key != status_key or note.value is None:
+            continue
+        value = str(note.value).strip().lower()
+        if value == PENDING:
+            since = _utc(note.created_at)
+        elif value in (APPROVED, REJECTED):
+            since = None
+    return since
 
 
 def latest_approval(

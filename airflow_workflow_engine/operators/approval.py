@@ -165,12 +165,31 @@ class WorkflowApprovalOperator(ApprovalOperator):
         if decision is not None:
             self.log.info("Already decided, not asking again: %s", decision.describe())
             return self.resolve(kernel, run, decision, context)
+        self.record_request(kernel, run, context)
         if not self.body:
             self.body = (
                 f"Workflow run `{run.id}` of workflow `{run.workflow_id}` waits for your "
                 f"decision. Open it on the [workflow run page](/workflow-engine/runs/{run.id})."
             )
         return super().execute(context)
+
+    def record_request(self, kernel: Kernel, run: RunRecord, context: Context) -> None:
+        """Writes ``approval.status`` = ``pending`` (no decision; readers such as ``runs
+        list`` show since when the run waits) with the task that asks."""
+        from airflow_workflow_engine.conventions import Actor
+        from airflow_workflow_engine.kernel.approvals import PENDING
+
+        ti = context["task_instance"]
+        with engine_errors(f"Cannot record the approval request on workflow run {run.id}"):
+            kernel.annotations.attach(
+                run.id,
+                actor=Actor(kind="system", id=f"airflow:{self.dag_id}/{self.task_id}"),
+                attributes={
+                    f"{self.key_prefix}status": PENDING,
+                    f"{self.key_prefix}task": f"{self.dag_id}/{ti.run_id}/{self.task_id}",
+                },
+                idempotency_key=f"hitl-ask:{ti.id}",
+            )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resumes with the reviewer's response: records it on the run, then decides."""

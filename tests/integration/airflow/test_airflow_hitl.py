@@ -31,6 +31,7 @@ from tests.integration.airflow.fixtures import (
     DagRunResult,
     airflow_env,
 )
+from tests.integration.airflow.test_airflow_cli import cli, ok, ok_json
 from tests.integration.airflow.test_airflow_sensors import (
     PLUGIN_SHIM,
     in_background,
@@ -161,18 +162,56 @@ def _decide(
             assert store.get_run(run.id).status == Status.RUNNING
             stages = {s.stage_id: s.status for s in store.list_stages(run.id)}
         assert stages["measure"] == Status.COMPLETED and stages["report"] == Status.PENDING
+        # `runs list` says since when the run waits for a reviewer.
+        waiting = _listed(env, run.id)
+        assert waiting["status"] == "RUNNING" and waiting["awaiting_approval_since"], waiting
+        table = ok(cli(env.env, "runs", "list", "--dag-id", DAG_ID))
+        line = next(row for row in table.splitlines() if row.startswith(run.id))
+        assert f"RUNNING (awaiting approval since {waiting['awaiting_approval_since']})" in line
+        pending = ok_json(cli(env.env, "approvals", "list", "--dag-id", DAG_ID, "-o", "json"))
+        assert {
+            "workflow_run_id": run.id,
+            "workflow_id": DAG_ID,
+            "dag_id": DAG_ID,
+            "dag_run_id": airflow_run_id,
+            "task_id": TASK_ID,
+            "since": waiting["awaiting_approval_since"],
+        } in pending
         reviewer.answers[option] = reviewer.answer(airflow_run_id, option, comment)
         result = future.result(timeout=240)
     finally:
         pool.shutdown(wait=False)
+    assert _listed(env, run.id)["awaiting_approval_since"] is None
+    pending = ok_json(cli(env.env, "approvals", "list", "--dag-id", DAG_ID, "-o", "json"))
+    assert run.id not in {p["workflow_run_id"] for p in pending}
     with env.store() as store:
         return result, store.get_run(run.id)
 
 
+def _listed(env: AirflowEnv, run_id: str) -> dict[str, Any]:
+    rows = ok_json(cli(env.env, "runs", "list", "--dag-id", DAG_ID, "-o", "json"))
+    return next(r for r in rows if r["workflow_run_id"] == run_id)
+
+
 def _approval_notes(env: AirflowEnv, run_id: str) -> tuple[dict[str, Any], set[tuple[str, str]]]:
+    """The decision's annotations (the request, ``pending``, is checked apart)."""
     with env.store() as store:
         notes = store.list_annotations(run_id, key_prefix="approval.")
-    return {n.key: n.value for n in notes}, {(n.actor.kind, n.actor.id) for n in notes}
+    asked = [n for n in notes if n.actor.kind == "system"]
+    assert {(n.key, n.value) for n in asked} == {
+        ("approval.status", "pending"),
+        ("approval.task", f"{DAG_ID}/{_dag_run_of(env, run_id)}/{TASK_ID}"),
+    }
+    assert {(n.actor.kind, n.actor.id) for n in asked} == {
+        ("system", f"airflow:{DAG_ID}/{TASK_ID}")
+    }
+    decided = [n for n in notes if n.actor.kind != "system"]
+    return {n.key: n.value for n in decided}, {(n.actor.kind, n.actor.id) for n in decided}
+
+
+def _dag_run_of(env: AirflowEnv, run_id: str) -> str:
+    with env.store() as store:
+        return str(store.get_run(run_id).idempotency_key.split("/", 1)[1])
 
 
 # -- in process: the approval point in built DAGs ------------------------------------------
