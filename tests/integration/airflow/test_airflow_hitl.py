@@ -279,6 +279,8 @@ def test_build_dag_refuses_approvals_that_cannot_work(approval_before: Any, mess
 # -- under Airflow: a reviewer answers through Airflow's REST API ---------------------------
 
 
+# A DAG run, the api-server's start (first test) and four CLI processes, on a busy machine.
+@pytest.mark.timeout(600)
 def test_approval_in_required_actions_completes_the_run(
     hitl_env: tuple[AirflowEnv, Reviewer],
 ) -> None:
@@ -308,6 +310,8 @@ def test_approval_in_required_actions_completes_the_run(
     assert answer["params_input"] == {"comment": "measurements look right"}
 
 
+# A DAG run, the api-server's start (first test) and four CLI processes, on a busy machine.
+@pytest.mark.timeout(600)
 def test_rejection_in_required_actions_fails_with_the_reason_as_the_runs_error(
     hitl_env: tuple[AirflowEnv, Reviewer],
 ) -> None:
