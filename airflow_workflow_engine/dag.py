@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -37,6 +37,8 @@ from airflow_workflow_engine.errors import WorkflowDefinitionError
 from airflow_workflow_engine.host.derive import stage_tasks, workflow_from_dag
 
 if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+
     from airflow_workflow_engine.definitions.workflow import Workflow
     from airflow_workflow_engine.operators.stage import StageOperator
 
@@ -149,6 +151,7 @@ def build_dag(
     conn_id: str | None = "workflow_engine_default",
     deferrable: bool = True,
     workflow_ref: str | None = None,
+    approval_before: Sequence[str] = (),
     **dag_kwargs: Any,
 ) -> DAG:
     """A DAG that runs ``workflow``: one task per stage, groups in order.
@@ -163,11 +166,15 @@ def build_dag(
         triggerer of the async-batch stages. Default: found by itself (the import path when
         the workflow is a module-level attribute of an importable module, else the DAG file
         the DAG is built in, which the triggerer loads).
+    :param approval_before: stage ids whose group waits for a reviewer's approval in Airflow's
+        Required Actions: a ``WorkflowApprovalOperator`` task ``approve_<stage_id>`` between
+        the groups before and that stage's group (not the first group: the run must exist).
     :param dag_kwargs: anything else ``DAG`` takes (``default_args``, ``tags``, ``catchup``...);
         ``params`` and ``doc_md`` override the generated ones.
     """
     config = dict(config or {})
     _check_config_stages("build_dag", workflow, config)
+    _check_approval_stages("build_dag", workflow, approval_before)
     if schedule is not None and "params" not in dag_kwargs:
         missing = _required_without_default(workflow.input)
         if missing:
@@ -191,6 +198,7 @@ def build_dag(
             conn_id=conn_id,
             deferrable=deferrable,
             workflow_ref=workflow_ref,
+            approval_before=approval_before,
         )
     dag.fileloc = _caller_file()
     return dag
@@ -207,6 +215,28 @@ def _check_config_stages(
         )
 
 
+def _check_approval_stages(what: str, workflow: Workflow, approval_before: Sequence[str]) -> None:
+    if isinstance(approval_before, str):
+        raise WorkflowDefinitionError(
+            f"{what}: approval_before must be a list of stage ids, got the string "
+            f"{approval_before!r}; write [{approval_before!r}]."
+        )
+    plan = workflow.execution_plan()
+    unknown = sorted(set(approval_before) - set(workflow.stage_ids()))
+    if unknown:
+        raise WorkflowDefinitionError(
+            f"{what}: approval_before names unknown stage(s) {', '.join(unknown)} of workflow "
+            f"'{workflow.id}'; stages are {', '.join(workflow.stage_ids())}."
+        )
+    first = sorted({s.id for s in plan[0]} & set(approval_before)) if plan else []
+    if first:
+        raise WorkflowDefinitionError(
+            f"{what}: approval_before cannot name {', '.join(first)} of the first group of "
+            f"workflow '{workflow.id}': the workflow run is created by the first stages, so "
+            "there is nothing to approve yet. Name a later stage."
+        )
+
+
 def add_stage_tasks(
     workflow: Workflow,
     *,
@@ -214,15 +244,24 @@ def add_stage_tasks(
     conn_id: str | None,
     deferrable: bool,
     workflow_ref: str | None,
+    approval_before: Sequence[str] = (),
 ) -> tuple[list[StageOperator], list[StageOperator]]:
     """One task per stage of ``workflow`` in the current DAG (and task group), groups
-    chained; returns the first group's and the last group's tasks."""
+    chained; returns the first group's and the last group's tasks. A group with a stage in
+    ``approval_before`` waits for a ``WorkflowApprovalOperator`` after the group before."""
     from airflow_workflow_engine.operators.batch import AsyncBatchStageOperator
     from airflow_workflow_engine.operators.stage import StageOperator
 
     first: list[StageOperator] = []
     previous: list[StageOperator] = []
     for group in workflow.execution_plan():
+        gate = next((s.id for s in group if s.id in approval_before), None)
+        if gate is not None:
+            from airflow_workflow_engine.operators.approval import WorkflowApprovalOperator
+
+            approval = WorkflowApprovalOperator(task_id=f"approve_{gate}", conn_id=conn_id)
+            for upstream in previous:
+                upstream.set_downstream(approval)
         current: list[StageOperator] = []
         for stage in group:
             common: dict[str, Any] = {
@@ -237,8 +276,9 @@ def add_stage_tasks(
                 else StageOperator(**common)
             )
             current.append(task)
-        for upstream in previous:
-            upstream.set_downstream(current)
+        before: Sequence[BaseOperator] = [approval] if gate is not None else previous
+        for task_before in before:
+            task_before.set_downstream(current)
         first = first or current
         previous = current
     return first, previous

@@ -20,7 +20,7 @@ Importing this module imports Airflow's task SDK, never an AI SDK or SQLAlchemy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TaskGroup
@@ -59,9 +59,14 @@ class WorkflowTaskGroup(TaskGroup):
         conn_id: str | None = DEFAULT_CONN_ID,
         deferrable: bool = True,
         workflow_ref: str | None = None,
+        approval_before: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
-        from airflow_workflow_engine.dag import _check_config_stages, add_stage_tasks
+        from airflow_workflow_engine.dag import (
+            _check_approval_stages,
+            _check_config_stages,
+            add_stage_tasks,
+        )
         from airflow_workflow_engine.definitions.workflow import Workflow
 
         if not isinstance(workflow, Workflow):
@@ -72,6 +77,7 @@ class WorkflowTaskGroup(TaskGroup):
         config = dict(config or {})
         gid = group_id or workflow.id
         _check_config_stages(f"WorkflowTaskGroup '{gid}'", workflow, config)
+        _check_approval_stages(f"WorkflowTaskGroup '{gid}'", workflow, approval_before)
         kwargs.setdefault("tooltip", f"Workflow '{workflow.id}': {workflow.name}")
         super().__init__(group_id=gid, **kwargs)
         self.workflow = workflow
@@ -82,6 +88,7 @@ class WorkflowTaskGroup(TaskGroup):
                 conn_id=conn_id,
                 deferrable=deferrable,
                 workflow_ref=workflow_ref,
+                approval_before=approval_before,
             )
         self.first_stage_tasks: list[StageOperator] = first
         self.last_stage_tasks: list[StageOperator] = last

@@ -1,17 +1,29 @@
-"""``airflow workflow-engine approve`` and ``reject``: a decision for ``ApprovalSensor``.
+"""``airflow workflow-engine approve`` and ``reject``: a decision for ``ApprovalSensor``;
+``approvals list``: the runs waiting for a reviewer in Airflow's Required Actions.
 
 The decision is an ``Approval`` annotation on the workflow run, written through the kernel by
-:func:`airflow_workflow_engine.sensors.approval.record_approval`, as the UI or any other writer
+:func:`airflow_workflow_engine.kernel.approvals.record_approval`, as the UI or any other writer
 does; the sensor waiting on the run then succeeds (approved) or fails (rejected).
 """
 
 from __future__ import annotations
 
 from argparse import Namespace
+from typing import Any
 
-from airflow_workflow_engine.cli._common import CommandError, cli_command, open_store, resolve_run
+from airflow_workflow_engine.cli._common import (
+    CommandError,
+    cli_command,
+    iso,
+    newest_runs,
+    open_store,
+    print_json,
+    render_table,
+    resolve_run,
+)
+from airflow_workflow_engine.host.runs import split_run_key
 
-__all__ = ["approve_run", "reject_run"]
+__all__ = ["approvals_list", "approve_run", "reject_run"]
 
 
 def _decide(args: Namespace, *, approved: bool) -> None:
@@ -53,3 +65,44 @@ def approve_run(args: Namespace) -> None:
 def reject_run(args: Namespace) -> None:
     """Reject the workflow run of a DAG run."""
     _decide(args, approved=False)
+
+
+@cli_command()
+def approvals_list(args: Namespace) -> None:
+    """Running workflow runs whose approval point asks a reviewer, oldest request first."""
+    from airflow_workflow_engine.kernel.approvals import APPROVAL_PREFIX, awaiting_since
+
+    rows: list[dict[str, Any]] = []
+    with open_store(args.conn_id) as store:
+        runs = newest_runs(
+            store, dag_id=args.dag_id, status="RUNNING", limit=max(int(args.limit), 1)
+        )
+        for run in runs:
+            notes = store.list_annotations(run.id, key_prefix=APPROVAL_PREFIX)
+            since = awaiting_since(notes)
+            if since is None:
+                continue
+            task = next((n.value for n in reversed(notes) if n.key.endswith(".task")), None)
+            dag_id, dag_run_id, _ = split_run_key(run.idempotency_key)
+            rows.append(
+                {
+                    "workflow_run_id": run.id,
+                    "workflow_id": run.workflow_id,
+                    "dag_id": dag_id,
+                    "dag_run_id": dag_run_id,
+                    "task_id": None if task is None else str(task).rsplit("/", 1)[-1],
+                    "since": iso(since),
+                }
+            )
+    rows.sort(key=lambda r: str(r["since"]))
+    if args.output == "json":
+        print_json(rows)
+        return
+    if not rows:
+        print("No workflow run awaits approval.")
+        return
+    headers = ["WORKFLOW RUN", "DAG", "DAG RUN", "TASK", "WAITING SINCE"]
+    cells = [
+        [r["workflow_run_id"], r["dag_id"], r["dag_run_id"], r["task_id"], r["since"]] for r in rows
+    ]
+    print(render_table(headers, cells))

@@ -216,6 +216,31 @@ def get_workflow_engine_cli_commands() -> list[CLICommand]:
         func=func("approval.reject_run"),
         args=decision,
     )
+    approvals = GroupCommand(
+        name="approvals",
+        help="Approvals waiting in Airflow's Required Actions",
+        subcommands=(
+            ActionCommand(
+                name="list",
+                help="List the workflow runs awaiting a reviewer, oldest first",
+                description="Running workflow runs whose WorkflowApprovalOperator asks a "
+                "reviewer in Airflow's Required Actions: the DAG run, the task and since when.",
+                func=func("approval.approvals_list"),
+                args=(
+                    arg("--dag-id", metavar="DAG_ID", help="Only runs of this DAG"),
+                    arg(
+                        "--limit",
+                        type=int,
+                        default=1000,
+                        help="How many running runs to look at (default: %(default)s)",
+                    ),
+                    output,
+                    conn_id,
+                    verbose,
+                ),
+            ),
+        ),
+    )
     run_events = (opt_dag_id, opt_run_id, workflow_run_id)
     limit = arg(
         "--limit", type=int, default=100, help="How many events at most (default: %(default)s)"
@@ -296,6 +321,16 @@ def get_workflow_engine_cli_commands() -> list[CLICommand]:
         GroupCommand(
             name=GROUP_NAME,
             help="Workflow engine: runs, AI costs, rerun, approvals, events, its tables",
-            subcommands=(runs, costs, rerun, backfill_rerun, approve, reject, events, db),
+            subcommands=(
+                runs,
+                costs,
+                rerun,
+                backfill_rerun,
+                approve,
+                reject,
+                approvals,
+                events,
+                db,
+            ),
         )
     ]

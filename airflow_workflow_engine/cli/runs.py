@@ -35,7 +35,16 @@ _LIST_HEADERS = [
 ]
 
 
-def _run_row(run: RunRecord) -> dict[str, Any]:
+def _awaiting_approval(store: Any, run: RunRecord) -> str | None:
+    """Since when an active run waits for a reviewer (``WorkflowApprovalOperator``)."""
+    if run.status.value not in ("RUNNING", "SUSPENDED"):
+        return None
+    from airflow_workflow_engine.kernel.approvals import APPROVAL_PREFIX, awaiting_since
+
+    return iso(awaiting_since(store.list_annotations(run.id, key_prefix=APPROVAL_PREFIX)))
+
+
+def _run_row(run: RunRecord, awaiting_approval_since: str | None = None) -> dict[str, Any]:
     dag_id, dag_run_id, _ = split_run_key(run.idempotency_key)
     return {
         "workflow_run_id": run.id,
@@ -49,6 +58,7 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
         "completed_at": iso(run.completed_at),
         "total_cost": run.total_cost,
         "total_tokens": run.total_tokens,
+        "awaiting_approval_since": awaiting_approval_since,
     }
 
 
@@ -63,7 +73,7 @@ def runs_list(args: Namespace) -> None:
             status=args.status,
             limit=max(int(args.limit), 1),
         )
-    rows = [_run_row(r) for r in runs]
+        rows = [_run_row(r, _awaiting_approval(store, r)) for r in runs]
     if args.output == "json":
         print_json(rows)
         return
@@ -78,7 +88,7 @@ def runs_list(args: Namespace) -> None:
                     r["workflow_run_id"],
                     r["workflow_id"],
                     r["idempotency_key"],
-                    r["status"],
+                    _status_note(r),
                     r["created_at"],
                     r["completed_at"],
                     money_text(r["total_cost"]),
@@ -89,6 +99,11 @@ def runs_list(args: Namespace) -> None:
             right=(6, 7),
         )
     )
+
+
+def _status_note(row: dict[str, Any]) -> str:
+    since = row["awaiting_approval_since"]
+    return f"{row['status']} (awaiting approval since {since})" if since else str(row["status"])
 
 
 def _duration(stage: StageRecord) -> float | None:

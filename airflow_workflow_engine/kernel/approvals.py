@@ -31,6 +31,8 @@ from airflow_workflow_engine.definitions.annotations import Actor
 from airflow_workflow_engine.kernel.records import AnnotationRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from airflow_workflow_engine.kernel.kernel import Kernel
     from airflow_workflow_engine.kernel.records import StageRecord
 
@@ -45,15 +47,24 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalState",
     "Rerun",
+    "PENDING",
     "approval_state",
+    "awaiting_since",
+    "cancel_rejected_run",
     "latest_approval",
+    "record_approval",
     "record_rerun",
+    "rejected_message",
+    "rejection_reason",
 ]
 
 #: The key prefix of the ``Approval`` convention.
 APPROVAL_PREFIX = "approval."
 APPROVED = "approved"
 REJECTED = "rejected"
+#: An approval point asked a reviewer (``WorkflowApprovalOperator``); no decision, it only
+#: tells readers since when the run waits.
+PENDING = "pending"
 
 #: ``Revision`` keys the kernel writes on every rerun.
 REVISION_STAGE_IDS = "revision.stage_ids"
@@ -202,6 +213,24 @@ def approval_state(
     return ApprovalState(current, tuple(voided))
 
 
+def awaiting_since(
+    notes: Sequence[AnnotationRecord], key_prefix: str = APPROVAL_PREFIX
+) -> datetime | None:
+    """When the newest ``<prefix>status`` = ``pending`` request was made, if no decision
+    (``approved``/``rejected``) was written after it; else ``None``."""
+    status_key = f"{key_prefix}status"
+    since: datetime | None = None
+    for note in notes:
+        if note.key != status_key or note.value is None:
+            continue
+        value = str(note.value).strip().lower()
+        if value == PENDING:
+            since = _utc(note.created_at)
+        elif value in (APPROVED, REJECTED):
+            since = None
+    return since
+
+
 def latest_approval(
     notes: Sequence[AnnotationRecord],
     key_prefix: str = APPROVAL_PREFIX,
@@ -252,3 +281,77 @@ def record_rerun(
             "annotation:created",
             {"stage_id": None, "key": name, "actor_id": KERNEL_ACTOR.id},
         )
+
+
+# -- deciding, and what a rejection does ----------------------------------------------------
+# Shared by every approval point (``ApprovalSensor``, ``WorkflowApprovalOperator``) and the CLI.
+
+
+def record_approval(
+    kernel: Kernel,
+    workflow_run_id: str,
+    *,
+    approved: bool,
+    approver: str,
+    comment: str | None = None,
+    stage_id: str | None = None,
+    key_prefix: str = APPROVAL_PREFIX,
+    actor_kind: str = "user",
+    idempotency_key: str | None = None,
+) -> list[AnnotationRecord]:
+    """Attaches an approval (or rejection) to a run, atomically; returns the rows written.
+
+    ``idempotency_key`` makes a repeated call (a double click) write nothing the second time.
+    """
+    if not approver:
+        raise ValueError("approver must name who decided.")
+    attributes: dict[str, Any] = {
+        f"{key_prefix}status": APPROVED if approved else REJECTED,
+        f"{key_prefix}approver": approver,
+    }
+    if comment:
+        attributes[f"{key_prefix}comment"] = comment
+    if stage_id:
+        attributes[f"{key_prefix}stage_id"] = stage_id
+    return kernel.annotations.attach(
+        workflow_run_id,
+        actor=Actor(kind=actor_kind, id=approver),
+        attributes=attributes,
+        idempotency_key=idempotency_key or uuid.uuid4().hex,
+    )
+
+
+def rejection_reason(details: Mapping[str, Any], task_id: str, dag_id: str) -> str:
+    """The run's error after a rejection at a task: ``rejected by bob at
+    2026-06-01T12:00:00+00:00: 'numbers are off' (task 'approve' of DAG 'pipeline')``."""
+    comment = details.get("comment")
+    scope = f" (stage '{details['stage_id']}')" if details.get("stage_id") else ""
+    why = f": {comment!r}" if comment else " (no comment given)"
+    return (
+        f"rejected{scope} by {details.get('approver')} at {details.get('at')}{why} "
+        f"(task '{task_id}' of DAG '{dag_id}')"
+    )
+
+
+def rejected_message(workflow_run_id: str, details: Mapping[str, Any], task_id: str) -> str:
+    """The task's failure after a rejection: ``Workflow run 3f2a… was rejected by bob:
+    'numbers are off' (task 'approve').``"""
+    comment = details.get("comment")
+    return (
+        f"Workflow run {workflow_run_id} was rejected by {details.get('approver')}: "
+        + (f"{comment!r}" if comment else "no comment given")
+        + f" (task '{task_id}')."
+    )
+
+
+def cancel_rejected_run(kernel: Kernel, workflow_run_id: str, own_key: str, reason: str) -> bool:
+    """Cancels a rejected run with the rejection as its error, when it is the run of the
+    approval point's own DAG run (idempotency key ``own_key``); a run of another DAG run is
+    left to its own DAG. Returns whether it cancelled the run."""
+    from airflow_workflow_engine.kernel.commands import RunCancel
+
+    run = kernel.persistence.get_run(workflow_run_id)
+    if run is None or run.idempotency_key != own_key:
+        return False
+    result = kernel.dispatch(RunCancel(workflow_run_id=workflow_run_id, reason=reason))
+    return bool(result.cancelled)

@@ -76,19 +76,14 @@ class ApprovalSensor(WorkflowStateSensor):
 
     def rejection_reason(self, event: SensorEvent) -> str:
         """``rejected by bob at 2026-06-01T12:00:00+00:00: 'numbers are off' (task ...)``."""
-        details = event["details"]
-        comment = details.get("comment")
-        scope = f" (stage '{details['stage_id']}')" if details.get("stage_id") else ""
-        why = f": {comment!r}" if comment else " (no comment given)"
-        return (
-            f"rejected{scope} by {details.get('approver')} at {details.get('at')}{why} "
-            f"(task '{self.task_id}' of DAG '{self.dag_id}')"
-        )
+        from airflow_workflow_engine.kernel.approvals import rejection_reason
+
+        return rejection_reason(event["details"], self.task_id, self.dag_id)
 
     def cancel_rejected_run(self, event: SensorEvent) -> bool:
         """Cancels this DAG run's own workflow run with the rejection as the reason; a run of
         another DAG run is left to its own DAG. Returns whether it cancelled the run."""
-        from airflow_workflow_engine.kernel.commands import RunCancel
+        from airflow_workflow_engine.kernel.approvals import cancel_rejected_run
 
         workflow_run_id = event.get("workflow_run_id")
         if not workflow_run_id:
@@ -97,26 +92,16 @@ class ApprovalSensor(WorkflowStateSensor):
             from airflow.sdk import get_current_context
 
             own_key = run_key(self.dag_id, str(get_current_context()["dag_run"].run_id))
-            kernel = self.hook.get_kernel()
-            run = kernel.persistence.get_run(workflow_run_id)
-            if run is None or run.idempotency_key != own_key:
-                return False
-            result = kernel.dispatch(
-                RunCancel(workflow_run_id=workflow_run_id, reason=self.rejection_reason(event))
+            return cancel_rejected_run(
+                self.hook.get_kernel(), workflow_run_id, own_key, self.rejection_reason(event)
             )
         except Exception:  # the rejection still fails the task; the listener cancels the run
             logger.warning("Could not record the rejection on the workflow run", exc_info=True)
             return False
-        return bool(result.cancelled)
 
     def failure_message(self, event: SensorEvent) -> str:
-        details = event["details"]
         if event["observed"] == REJECTED:
-            comment = details.get("comment")
-            return (
-                f"Workflow run {event['workflow_run_id']} was rejected by "
-                f"{details.get('approver')}: "
-                + (f"{comment!r}" if comment else "no comment given")
-                + f" (task '{self.task_id}')."
-            )
+            from airflow_workflow_engine.kernel.approvals import rejected_message
+
+            return rejected_message(str(event["workflow_run_id"]), event["details"], self.task_id)
         return super().failure_message(event)

@@ -6,6 +6,8 @@ point is between combine and publish, as an ``ApprovalSensor`` placed there woul
 
 from __future__ import annotations
 
+from datetime import timezone
+
 from airflow_workflow_engine.conventions import Actor
 from airflow_workflow_engine.kernel.approvals import (
     REVISION_REPLACED_SINCE,
@@ -128,3 +130,23 @@ def test_a_rerun_of_nothing_finished_writes_no_revision(kit: TestKit) -> None:
     notes = kit.persistence.list_annotations(run_id)
     assert not [n for n in notes if n.key.startswith("revision.")]
     assert _decision(kit, run_id) == "approved:alice"
+
+
+def test_a_pending_request_waits_until_a_decision_and_is_no_decision(kit: TestKit) -> None:
+    """``approval.status`` = ``pending`` (a ``WorkflowApprovalOperator`` asking) says since
+    when the run waits; it decides nothing, and a decision after it ends the wait."""
+    from airflow_workflow_engine.kernel.approvals import awaiting_since
+
+    run_id = _until_approval_point(kit)
+    assert awaiting_since(kit.persistence.list_annotations(run_id)) is None
+    _decide(kit, run_id, "pending", "airflow")
+    notes = kit.persistence.list_annotations(run_id)
+    asked = next(n.created_at for n in notes if n.value == "pending")
+    assert awaiting_since(notes) == asked.replace(tzinfo=asked.tzinfo or timezone.utc)
+    assert _decision(kit, run_id) is None
+    _decide(kit, run_id, "rejected", "bob")
+    assert awaiting_since(kit.persistence.list_annotations(run_id)) is None
+    assert _decision(kit, run_id) == "rejected:bob"
+    # Asked again (after a rerun voided it, say): waiting again, the old rejection still there.
+    _decide(kit, run_id, "pending", "airflow-again")
+    assert awaiting_since(kit.persistence.list_annotations(run_id)) is not None
