@@ -299,7 +299,7 @@ def get_workflow_engine_cli_commands() -> list[CLICommand]:
     )
     db = GroupCommand(
         name="db",
-        help="The engine's tables: migrate, current revision",
+        help="The engine's tables: migrate, current revision, least-privilege grants",
         subcommands=(
             ActionCommand(
                 name="migrate",
@@ -314,6 +314,42 @@ def get_workflow_engine_cli_commands() -> list[CLICommand]:
                 help="Show the revision of the engine's tables",
                 func=func("db.db_current"),
                 args=(conn_id, verbose),
+            ),
+            ActionCommand(
+                name="grant",
+                help="Give a PostgreSQL role exactly the engine's rights on its tables",
+                description="Revoke everything, then grant per wfe_ table and sequence the "
+                "statements the engine runs (no DDL, no DELETE on the AI cost ledger), so "
+                "workers and the triggerer can use a role that cannot read Airflow's own "
+                "tables. Runs as the database's owner: Airflow's [database] sql_alchemy_conn, "
+                "or --owner-conn-id. Run it after `airflow db migrate` (and again after an "
+                "upgrade that adds a table). The schema comes from the engine URL's "
+                "search_path, or --schema.",
+                func=func("db.db_grant"),
+                args=(
+                    arg("role", metavar="ROLE", help="The PostgreSQL role (it must exist)"),
+                    arg(
+                        "--schema",
+                        default=None,
+                        help="The engine's own schema (default: the first of the engine "
+                        "URL's search_path, else the owner's, normally public)",
+                    ),
+                    arg(
+                        "--owner-conn-id",
+                        default=None,
+                        help="Airflow connection of the tables' owner (default: Airflow's "
+                        "own [database] sql_alchemy_conn)",
+                    ),
+                    arg(
+                        "--print-sql",
+                        "--dry-run",
+                        dest="print_sql",
+                        action="store_true",
+                        help="Print the SQL; connect to nothing, change nothing",
+                    ),
+                    conn_id,
+                    verbose,
+                ),
             ),
         ),
     )

@@ -29,6 +29,7 @@ from airflow.utils.db_manager import BaseDBManager
 from sqlalchemy import Connection, MetaData, inspect, text
 from sqlalchemy.engine import URL, make_url
 
+from airflow_workflow_engine.persistence.sql.grants import quote
 from airflow_workflow_engine.persistence.sql.migrate import (
     HEAD_REVISION,
     MIGRATIONS_DIR,
@@ -36,6 +37,7 @@ from airflow_workflow_engine.persistence.sql.migrate import (
     current_revision,
     downgrade,
     migrate,
+    use_schema,
 )
 from airflow_workflow_engine.persistence.sql.tables import VERSION_TABLE, metadata
 
@@ -51,7 +53,9 @@ def _airflow_url() -> str:
 
 
 def _same_database(a: str, b: str) -> bool:
-    """Whether two URLs name the same database (driver and password aside)."""
+    """Whether two URLs name the same database (driver, user and password aside: a
+    least-privilege engine role on Airflow's database is still Airflow's database, whose
+    owner creates the tables)."""
     from airflow_workflow_engine.persistence.sql.engine import normalize_url
 
     try:
@@ -62,12 +66,7 @@ def _same_database(a: str, b: str) -> bool:
         return False
     if x.get_backend_name() == "sqlite":
         return _sqlite_path(x) == _sqlite_path(y)
-    return (x.host, x.port or None, x.database, x.username) == (
-        y.host,
-        y.port or None,
-        y.database,
-        y.username,
-    )
+    return (x.host, x.port or None, x.database) == (y.host, y.port or None, y.database)
 
 
 def _sqlite_path(url: URL) -> str:
@@ -126,6 +125,14 @@ class WorkflowEngineDBManager(BaseDBManager):
             self._configured: str | None = configured_engine_url()
         return self._configured
 
+    def _schema(self) -> str | None:
+        """The engine's own PostgreSQL schema, named by its URL's ``search_path``."""
+        from airflow_workflow_engine.persistence.sql.engine import normalize_url
+        from airflow_workflow_engine.persistence.sql.grants import search_path_schema
+
+        url = self._configured_url()
+        return search_path_schema(normalize_url(url)) if url else None
+
     def _separate_url(self) -> str | None:
         """The engine's own database URL when it is not Airflow's metadata database."""
         url = self._configured_url()
@@ -156,8 +163,13 @@ class WorkflowEngineDBManager(BaseDBManager):
         url = self._separate_url()
         if url is not None:
             return current_revision(url)
-        revision: str | None = super().get_current_revision()  # type: ignore[no-untyped-call]
-        return revision
+        from alembic.runtime.migration import MigrationContext
+
+        context = MigrationContext.configure(
+            self.session.connection(),
+            opts={"version_table": VERSION_TABLE, "version_table_schema": self._schema()},
+        )
+        return context.get_current_revision()
 
     def create_db_from_orm(self) -> None:
         self.upgradedb()
@@ -211,13 +223,15 @@ class WorkflowEngineDBManager(BaseDBManager):
 
     def drop_tables(self, connection: Connection) -> None:
         """Drops the engine's tables from the database Airflow is resetting (only there)."""
-        present = set(inspect(connection).get_table_names())
+        schema = self._schema() if connection.dialect.name == "postgresql" else None
+        present = set(inspect(connection).get_table_names(schema=schema))
         ours = [t for t in self.metadata.sorted_tables if t.name in present]
+        prefix = f"{quote(schema)}." if schema else ""
         for table in reversed(ours):
-            self.log.info("Dropping table %s", table.name)
-            table.drop(connection)
+            self.log.info("Dropping table %s%s", prefix, table.name)
+            connection.execute(text(f"DROP TABLE {prefix}{quote(table.name)}"))
         if VERSION_TABLE in present:
-            connection.execute(text(f"DROP TABLE {VERSION_TABLE}"))
+            connection.execute(text(f"DROP TABLE {prefix}{VERSION_TABLE}"))
         url = self._separate_url()
         if url is not None:
             self.log.info(
@@ -233,6 +247,8 @@ class WorkflowEngineDBManager(BaseDBManager):
 
         self._release_metadata_locks_if_needed()
         connection = self.session.connection()
+        # The engine's own schema, if its URL names one; SET LOCAL ends with the commit below.
+        use_schema(connection, self._schema())
         config = alembic_config(connection)
         if direction == "upgrade":
             command.upgrade(config, revision)

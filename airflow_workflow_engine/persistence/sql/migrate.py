@@ -23,7 +23,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, exc
+from sqlalchemy import Connection, Engine, exc, text
 
 from airflow_workflow_engine.persistence.sql.engine import (
     BEGIN_MODE_OPTION,
@@ -43,6 +43,7 @@ __all__ = [
     "include_name",
     "include_object",
     "migrate",
+    "use_schema",
 ]
 
 #: The newest revision in ``migrations/versions`` (a test keeps this in step).
@@ -110,15 +111,36 @@ def _connection(source: EngineSource, *, write: bool) -> Iterator[Connection]:
             engine.dispose()
 
 
+def use_schema(conn: Connection, schema: str | None) -> None:
+    """On PostgreSQL, creates the engine's own ``schema`` when missing and makes it this
+    transaction's ``search_path``, so the migrations create and find the tables there."""
+    if not schema or conn.dialect.name != "postgresql":
+        return
+    from airflow_workflow_engine.persistence.sql.grants import quote
+
+    conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}"))
+    conn.execute(text(f"SET LOCAL search_path TO {quote(schema)}"))
+
+
 def migrate(url_or_engine: EngineSource, revision: str = "head") -> None:
-    """Upgrades the engine's tables to ``revision`` (default: the newest). Safe to repeat."""
+    """Upgrades the engine's tables to ``revision`` (default: the newest). Safe to repeat.
+
+    A URL whose ``search_path`` names a schema (``?options=-csearch_path%3Dwfe``) puts them
+    in that schema, created when missing."""
+    from airflow_workflow_engine.persistence.sql.grants import search_path_schema
+
     with _ALEMBIC_LOCK, _connection(url_or_engine, write=True) as conn:
+        use_schema(conn, search_path_schema(conn.engine.url))
         command.upgrade(alembic_config(conn), revision)
 
 
 def downgrade(url_or_engine: EngineSource, revision: str) -> None:
-    """Downgrades to ``revision``; ``"base"`` drops every ``wfe_`` table."""
+    """Downgrades to ``revision``; ``"base"`` drops every ``wfe_`` table (in the URL's
+    ``search_path`` schema, as :func:`migrate`)."""
+    from airflow_workflow_engine.persistence.sql.grants import search_path_schema
+
     with _ALEMBIC_LOCK, _connection(url_or_engine, write=True) as conn:
+        use_schema(conn, search_path_schema(conn.engine.url))
         command.downgrade(alembic_config(conn), revision)
 
 
