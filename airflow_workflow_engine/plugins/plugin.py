@@ -63,7 +63,7 @@ class WorkflowEnginePlugin(AirflowPlugin):
     ]
     external_views: list[Any] = [  # noqa: RUF012
         {
-            "name": "Workflow runs",
+            "name": "Workflows",
             "href": _ui_path("/runs"),
             "destination": "nav",
             "url_route": "workflow-runs",

@@ -16,7 +16,8 @@ import os
 import threading
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
@@ -124,6 +125,33 @@ class EngineReader:
             by_model=_by_cost(CostRow.of(r, "model_key") for r in by["model_key"]),
             by_dag=_by_cost(CostRow.of(r, "dag_id") for r in by["dag_id"]),
         )
+
+    def spend_by_day(
+        self, by: str, *, since: datetime, dag_ids: Collection[str] | None = None
+    ) -> dict[tuple[date, str], Decimal]:
+        """Priced spend per UTC day and ``by`` (``model_key`` or ``dag_id``) since ``since``
+        (the costs page's chart); a group without a value is ``"(none)"``."""
+        rows = self.ledger.rollup(("day", by), since=since, dag_ids=dag_ids)
+        spend: dict[tuple[date, str], Decimal] = {}
+        for row in rows:
+            day = row.group["day"]
+            day = day.date() if isinstance(day, datetime) else day
+            if isinstance(day, str):
+                day = date.fromisoformat(day[:10])
+            name = row.group[by]
+            spend[(day, "(none)" if name is None else str(name))] = row.cost
+        return spend
+
+    def top_runs(
+        self, *, since: datetime | None, dag_ids: Collection[str] | None = None, limit: int = 10
+    ) -> list[tuple[CostRow, RunSummary | None]]:
+        """The workflow runs that spent the most since ``since`` (``key``: the run id), each
+        with its run (``None`` if it is gone)."""
+        rows = self.ledger.rollup(("workflow_run_id",), since=since, dag_ids=dag_ids)
+        found = [CostRow.of(r, "workflow_run_id") for r in rows if r.group["workflow_run_id"]]
+        top = [r for r in _by_cost(found) if r.cost > 0][:limit]
+        found_runs = [(r, self.store.get_run(r.key or "")) for r in top]
+        return [(r, None if run is None else RunSummary.of(run)) for r, run in found_runs]
 
     def _rollup(
         self, dimension: str | None, since: datetime | None, dag_ids: Collection[str] | None
