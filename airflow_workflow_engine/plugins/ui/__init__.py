@@ -22,10 +22,15 @@ if TYPE_CHECKING:
     Send = Callable[[Message], Awaitable[None]]
     ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-__all__ = ["URL_PREFIX", "WorkflowEngineUI"]
+__all__ = ["DAG_RUN_ROUTE", "NAV_ROUTE", "URL_PREFIX", "WorkflowEngineUI"]
 
 #: Where Airflow's api-server mounts the pages.
 URL_PREFIX = "/workflow-engine"
+#: The ``url_route`` of the plugin's external views: Airflow's UI shows the pages in its
+#: frame at ``/plugin/<NAV_ROUTE>`` (the "Workflows" navigation entry; a page's own path may
+#: follow) and at ``/dags/<dag_id>/runs/<run_id>/plugin/<DAG_RUN_ROUTE>`` (the DAG run's tab).
+NAV_ROUTE = "workflow-runs"
+DAG_RUN_ROUTE = "workflow-run"
 
 
 class WorkflowEngineUI:

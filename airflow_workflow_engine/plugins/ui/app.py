@@ -218,6 +218,18 @@ def _list_runs(reader: OpenReader, access: Access, filters: RunFilter) -> RunLis
     )
 
 
+def _with_budget(detail: RunDetail) -> RunDetail:
+    """The run's detail with the per-run AI budget in force (``[workflow_engine]
+    ai_run_max_cost``); a broken setting shows no budget here (tasks report it)."""
+    from airflow_workflow_engine.hooks.llm import configured_run_max_cost
+
+    try:
+        cap = configured_run_max_cost()
+    except WorkflowEngineError:
+        return detail
+    return detail if cap is None else detail.model_copy(update={"budget": Decimal(repr(cap))})
+
+
 def _run_by_id(open_reader: OpenReader, access: Access, workflow_run_id: str) -> RunDetail:
     reader = open_reader()
     run = reader.run(workflow_run_id)
@@ -226,7 +238,7 @@ def _run_by_id(open_reader: OpenReader, access: Access, workflow_run_id: str) ->
             status.HTTP_404_NOT_FOUND, f"Workflow run '{workflow_run_id}' does not exist."
         )
     access.check_run(split_key(run.idempotency_key)[0])
-    return reader.detail(run)
+    return _with_budget(reader.detail(run))
 
 
 def _run_by_dag_run(open_reader: OpenReader, access: Access, dag_id: str, run_id: str) -> RunDetail:
@@ -239,7 +251,7 @@ def _run_by_dag_run(open_reader: OpenReader, access: Access, dag_id: str, run_id
             f"DAG run '{dag_id}/{run_id}' has no workflow run in the engine: the DAG has no "
             "stage tasks, or none of them has started yet.",
         )
-    return reader.detail(run)
+    return _with_budget(reader.detail(run))
 
 
 def _costs(reader: OpenReader, access: Access, filters: CostFilter) -> CostReport:

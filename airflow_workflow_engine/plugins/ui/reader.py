@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
 from airflow_workflow_engine.plugins.ui.models import (
@@ -101,7 +101,12 @@ class EngineReader:
             input=run.input,
             output=run.output,
             error=run.error_message,
-            stages=[Stage.of(s, STAGE_PREVIEW_CHARS) for s in stages],
+            stages=[
+                Stage.of(s, STAGE_PREVIEW_CHARS).model_copy(
+                    update={"budget": _stage_budget(run.config, s.stage_id)}
+                )
+                for s in stages
+            ],
             annotations=[Annotation.of(a) for a in self.store.list_annotations(run.id)],
             ai_calls=[AICall.of(c) for c in calls],
             events=[Event.of(e) for e in self.store.list_events(run.id)],
@@ -159,6 +164,20 @@ class EngineReader:
         dims = () if dimension is None else (dimension,)
         # dag_ids (when not None): only the calls of the DAGs this user may read.
         return self.ledger.rollup(dims, since=since, dag_ids=dag_ids)
+
+
+def _stage_budget(config: dict[str, Any] | None, stage_id: str) -> Decimal | None:
+    """``max_cost`` of the stage's config in the run (a budget of US dollars), if any."""
+    from airflow_workflow_engine.ai.ledger import money
+
+    stage = (config or {}).get(stage_id)
+    value = stage.get("max_cost") if isinstance(stage, dict) else None
+    if not isinstance(value, (int, float, str)) or isinstance(value, bool):
+        return None
+    try:
+        return money(Decimal(str(value).strip()))
+    except ArithmeticError:
+        return None  # not a number: the stage itself reports that
 
 
 def _by_cost(rows: Iterable[CostRow]) -> list[CostRow]:
