@@ -190,8 +190,9 @@ CHART_DAYS = (7, 30, 90)
 TOP_RUNS = 10
 
 
-class ChartFilter(BaseModel):
-    """The query parameters of the costs page's charts."""
+class ChartFilter(CostFilter):
+    """The query parameters of the costs page: the report's, and its chart's. (One model:
+    FastAPI reads one model of query parameters per route.)"""
 
     days: Literal[7, 30, 90] = Field(30, description="UTC days of spend in the chart.")
     by: Literal["model", "dag"] = Field("model", description="Stack the bars by model or DAG.")
@@ -608,11 +609,7 @@ def _html_routes(app: FastAPI, pages: _Pages) -> None:
 
     @app.get("/costs", name="costs_page", **options)
     def costs_page(
-        request: Request,
-        access: AccessDep,
-        reader: ReaderDep,
-        filters: CostFilterQuery,
-        chart: ChartFilterQuery,
+        request: Request, access: AccessDep, reader: ReaderDep, filters: ChartFilterQuery
     ) -> HTMLResponse:
         report = _costs(reader, access, filters)
         return pages.render(
@@ -623,7 +620,7 @@ def _html_routes(app: FastAPI, pages: _Pages) -> None:
             report=report,
             since_text=filters.since or "",
             chart_days=CHART_DAYS,
-            **_cost_charts(reader, access, filters, chart),
+            **_cost_charts(reader, access, filters, filters),
         )
 
 

@@ -716,10 +716,15 @@ def test_pages_in_a_browser(ui: UI, browser: Any, tmp_path: Path) -> None:
         shot("runs-light")
 
         # Airflow's dark mode (next-themes: localStorage "theme", class on <html>).
-        page.evaluate("window.localStorage.setItem('theme', 'dark')")
-        page.reload()
-        frame = page.frame_locator("iframe[title='Workflows']")
-        expect(frame.locator("#runs")).to_contain_text(ui.workflow_run_id)
+        def open_workflows(mode: str) -> Any:
+            page.evaluate(f"window.localStorage.setItem('theme', '{mode}')")
+            page.goto("/")
+            page.get_by_role("link", name="Workflows", exact=True).click()
+            frame = page.frame_locator("iframe[title='Workflows']")
+            expect(frame.locator("#runs")).to_contain_text(ui.workflow_run_id)
+            return frame
+
+        frame = open_workflows("dark")
         expect(theme_of(frame)).to_have_attribute("data-theme", "dark")
         background = frame.locator("body").evaluate("b => getComputedStyle(b).backgroundColor")
         assert background == "rgb(0, 0, 0)", background
@@ -729,9 +734,7 @@ def test_pages_in_a_browser(ui: UI, browser: Any, tmp_path: Path) -> None:
         expect(theme_of(frame)).to_have_attribute("data-theme", "light")
         page.evaluate("document.documentElement.classList.replace('light', 'dark')")
         expect(theme_of(frame)).to_have_attribute("data-theme", "dark")
-        page.evaluate("window.localStorage.setItem('theme', 'light')")
-        page.reload()
-        frame = page.frame_locator("iframe[title='Workflows']")
+        frame = open_workflows("light")
         expect(theme_of(frame)).to_have_attribute("data-theme", "light")
 
         # The costs tab: spend per day (stacked by model, then by DAG) and the top runs.
