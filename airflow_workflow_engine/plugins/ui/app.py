@@ -194,8 +194,16 @@ class ChartFilter(CostFilter):
     """The query parameters of the costs page: the report's, and its chart's. (One model:
     FastAPI reads one model of query parameters per route.)"""
 
-    days: Literal[7, 30, 90] = Field(30, description="UTC days of spend in the chart.")
+    days: int = Field(30, description=f"UTC days of spend in the chart: {CHART_DAYS}.")
     by: Literal["model", "dag"] = Field("model", description="Stack the bars by model or DAG.")
+
+    @field_validator("days")
+    @classmethod
+    def _known_range(cls, value: int) -> int:
+        # (Not a Literal: a query string's "30" would not match the integer 30.)
+        if value not in CHART_DAYS:
+            raise ValueError(f"Input should be {', '.join(map(str, CHART_DAYS))} (days)")
+        return value
 
 
 RunFilterQuery = Annotated[RunFilter, Query()]
