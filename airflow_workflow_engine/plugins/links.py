@@ -56,9 +56,8 @@ def workflow_run_ui_url(
     if workflow_group:
         page = workflow_run_url(dag_id, run_id, urlsplit(root).path, workflow_group)
         return f"{root}/plugin/{NAV_ROUTE}{page}"
-    return (
-        f"{root}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/plugin/{DAG_RUN_ROUTE}"
-    )
+    dag_run = f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe=':+@')}"
+    return f"{root}{dag_run}/plugin/{DAG_RUN_ROUTE}"
 
 
 class WorkflowRunLink(BaseOperatorLink):

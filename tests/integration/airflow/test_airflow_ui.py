@@ -185,7 +185,7 @@ def test_workflow_run_link_points_at_the_dag_runs_page(monkeypatch: pytest.Monke
     # The link opens the page inside Airflow's UI: the DAG run's "Workflow run" tab.
     assert link.get_link(None, ti_key=key) == (  # type: ignore[arg-type]
         "https://airflow.example.com/prefix/dags/docs/runs/"
-        "manual__2026-01-02T03%3A04%3A05%2B00%3A00/plugin/workflow-run"
+        "manual__2026-01-02T03:04:05+00:00/plugin/workflow-run"
     )
     assert workflow_run_url("d", "a/b c", base_url="") == "/workflow-engine/dags/d/runs/a%2Fb%20c"
     # A WorkflowTaskGroup's run: the "Workflows" view, opened at the group's page.
