@@ -182,10 +182,13 @@ def test_workflow_run_link_points_at_the_dag_runs_page(monkeypatch: pytest.Monke
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/prefix/")
     link = WorkflowRunLink()
     assert link.name == "Workflow run" and link.xcom_key == "_link_WorkflowRunLink"
-    # The link opens the page inside Airflow's UI: the DAG run's "Workflow run" tab.
     assert link.get_link(None, ti_key=key) == (  # type: ignore[arg-type]
-        "https://airflow.example.com/prefix/dags/docs/runs/"
-        "manual__2026-01-02T03:04:05+00:00/plugin/workflow-run"
+        "https://airflow.example.com/prefix/workflow-engine/dags/docs/runs/"
+        "manual__2026-01-02T03:04:05+00:00"
+    )
+    # The page inside Airflow's UI: the DAG run's "Workflow run" tab.
+    assert workflow_run_ui_url("d", "r+1", "https://a.example/") == (
+        "https://a.example/dags/d/runs/r+1/plugin/workflow-run"
     )
     assert workflow_run_url("d", "a/b c", base_url="") == "/workflow-engine/dags/d/runs/a%2Fb%20c"
     # A WorkflowTaskGroup's run: the "Workflows" view, opened at the group's page.
@@ -629,12 +632,11 @@ def test_csv_exports_carry_exact_decimals(ui: UI) -> None:
 def test_stage_tasks_link_to_the_workflow_run_page(ui: UI) -> None:
     run_id = ui.dag_run.run_id
     links = ui.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{_q(run_id)}/taskInstances/summarize/links")
-    from airflow_workflow_engine.plugins.links import workflow_run_ui_url, workflow_run_url
+    from airflow_workflow_engine.plugins.links import workflow_run_url
 
     base_url = ui.env.env["AIRFLOW__API__BASE_URL"]
-    expected = workflow_run_ui_url(DAG_ID, run_id, base_url=base_url)
+    expected = workflow_run_url(DAG_ID, run_id, base_url=base_url)
     assert links["extra_links"] == {"Workflow run": expected}
-    assert expected.endswith("/plugin/workflow-run")  # the DAG run's tab in Airflow's UI
     # The tab shows the page of this DAG run.
     path = urllib.parse.urlsplit(workflow_run_url(DAG_ID, run_id, base_url=base_url)).path
     code, page, _ = ui.request("GET", path)
@@ -676,7 +678,6 @@ def test_pages_in_a_browser(ui: UI, browser: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     from airflow_workflow_engine.cli._common import money_text
-    from airflow_workflow_engine.plugins.links import workflow_run_ui_url
 
     with ui.store() as store:
         run = store.get_run(ui.workflow_run_id)
@@ -778,13 +779,6 @@ def test_pages_in_a_browser(ui: UI, browser: Any, tmp_path: Path) -> None:
         )
         stage.locator("a[data-task]").click()
         page.wait_for_url(lambda url: urllib.parse.unquote(url) == f"{task_page}/details")
-
-        # The extra link of a stage task opens the page inside Airflow's UI.
-        base_url = ui.env.env["AIRFLOW__API__BASE_URL"]
-        page.goto(workflow_run_ui_url(DAG_ID, ui.dag_run.run_id, base_url=base_url))
-        tab = page.frame_locator("iframe[title='Workflow run']")
-        expect(tab.locator("#stages")).to_contain_text("classify")
-        expect(page.get_by_role("link", name="Workflows", exact=True)).to_be_visible()
 
         # The pages on their own: the list, then a run.
         page.goto("/workflow-engine/runs")
