@@ -5,7 +5,7 @@
 - the workflow engine's pages, a FastAPI app that Airflow's api-server mounts at
   ``/workflow-engine`` (:mod:`airflow_workflow_engine.plugins.ui`): workflow runs, their
   stages, annotations and AI calls, and AI spend;
-- two entries in Airflow's UI: "Workflow runs" in the navigation, and a "Workflow run" tab
+- two entries in Airflow's UI: "Workflows" in the navigation, and a "Workflow run" tab
   on every DAG run (``{DAG_ID}`` and ``{RUN_ID}`` are filled in by Airflow's UI).
 
 The "Workflow run" extra link of stage tasks
@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_workflow_engine.host.links import URL_PREFIX
+from airflow_workflow_engine.host.links import DAG_RUN_ROUTE, NAV_ROUTE, URL_PREFIX
 from airflow_workflow_engine.plugins import listeners as _listeners
 from airflow_workflow_engine.plugins.ui import WorkflowEngineUI
 
@@ -64,10 +64,10 @@ class WorkflowEnginePlugin(AirflowPlugin):
     ]
     external_views: list[Any] = [  # noqa: RUF012
         {
-            "name": "Workflow runs",
+            "name": "Workflows",
             "href": _ui_path("/runs"),
             "destination": "nav",
-            "url_route": "workflow-runs",
+            "url_route": NAV_ROUTE,
             "nav_top_level": True,
             "icon": _ui_path("/static/icon.svg"),
         },
@@ -75,7 +75,7 @@ class WorkflowEnginePlugin(AirflowPlugin):
             "name": "Workflow run",
             "href": _ui_path("/dags/{DAG_ID}/runs/{RUN_ID}"),
             "destination": "dag_run",
-            "url_route": "workflow-run",
+            "url_route": DAG_RUN_ROUTE,
             "icon": _ui_path("/static/icon.svg"),
         },
     ]

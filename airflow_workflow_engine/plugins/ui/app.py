@@ -24,14 +24,17 @@ api-server, never when the plugin is loaded.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 from airflow.api_fastapi.app import get_auth_manager
@@ -58,7 +61,8 @@ from airflow_workflow_engine.host.links import URL_PREFIX
 from airflow_workflow_engine.host.queries import QueryError
 from airflow_workflow_engine.host.runs import split_run_key
 from airflow_workflow_engine.kernel.status import Status
-from airflow_workflow_engine.plugins.ui.models import CostReport, RunDetail, RunList
+from airflow_workflow_engine.plugins.ui import charts
+from airflow_workflow_engine.plugins.ui.models import CostReport, CostRow, RunDetail, RunList
 from airflow_workflow_engine.plugins.ui.reader import EngineReader, get_reader
 
 __all__ = ["create_app"]
@@ -71,7 +75,7 @@ PAGE_SIZE = 25
 MAX_PAGE_SIZE = 200
 STATUSES = [s.value for s in Status]
 #: Characters of a run's input or output shown on its page (the JSON API has them whole).
-JSON_CHARS = 4000
+JSON_CHARS = 50_000
 #: The most runs a list may skip: far beyond any real list, and within every database's
 #: integer range (a bigger number overflowed the driver and answered 503).
 MAX_OFFSET = 1_000_000_000
@@ -183,7 +187,30 @@ class CostFilter(BaseModel):
         return None if self.since is None else parse_when(self.since, airflow_timezone.parse)
 
 
+#: Days the costs page's chart can show.
+CHART_DAYS = (7, 30, 90)
+#: Runs in the costs page's "top runs" chart.
+TOP_RUNS = 10
+
+
+class ChartFilter(CostFilter):
+    """The query parameters of the costs page: the report's, and its chart's. (One model:
+    FastAPI reads one model of query parameters per route.)"""
+
+    days: int = Field(30, description=f"UTC days of spend in the chart: {CHART_DAYS}.")
+    by: Literal["model", "dag"] = Field("model", description="Stack the bars by model or DAG.")
+
+    @field_validator("days")
+    @classmethod
+    def _known_range(cls, value: int) -> int:
+        # (Not a Literal: a query string's "30" would not match the integer 30.)
+        if value not in CHART_DAYS:
+            raise ValueError(f"Input should be {', '.join(map(str, CHART_DAYS))} (days)")
+        return value
+
+
 RunFilterQuery = Annotated[RunFilter, Query()]
+ChartFilterQuery = Annotated[ChartFilter, Query()]
 CostFilterQuery = Annotated[CostFilter, Query()]
 RunIdPath = Annotated[str, PathParam(max_length=ID_LEN, description="A workflow run id.")]
 DagIdPath = Annotated[str, PathParam(max_length=ID_LEN, description="A DAG id.")]
@@ -203,6 +230,18 @@ def _list_runs(reader: OpenReader, access: Access, filters: RunFilter) -> RunLis
     )
 
 
+def _with_budget(detail: RunDetail) -> RunDetail:
+    """The run's detail with the per-run AI budget in force (``[workflow_engine]
+    ai_run_max_cost``); a broken setting shows no budget here (tasks report it)."""
+    from airflow_workflow_engine.hooks.llm import configured_run_max_cost
+
+    try:
+        cap = configured_run_max_cost()
+    except WorkflowEngineError:
+        return detail
+    return detail if cap is None else detail.model_copy(update={"budget": Decimal(repr(cap))})
+
+
 def _run_by_id(open_reader: OpenReader, access: Access, workflow_run_id: str) -> RunDetail:
     reader = open_reader()
     run = reader.run(workflow_run_id)
@@ -211,7 +250,7 @@ def _run_by_id(open_reader: OpenReader, access: Access, workflow_run_id: str) ->
             status.HTTP_404_NOT_FOUND, f"Workflow run '{workflow_run_id}' does not exist."
         )
     access.check_run(split_run_key(run.idempotency_key)[0])
-    return reader.detail(run)
+    return _with_budget(reader.detail(run))
 
 
 def _run_by_dag_run(open_reader: OpenReader, access: Access, dag_id: str, run_id: str) -> RunDetail:
@@ -224,11 +263,91 @@ def _run_by_dag_run(open_reader: OpenReader, access: Access, dag_id: str, run_id
             f"DAG run '{dag_id}/{run_id}' has no workflow run in the engine: the DAG has no "
             "stage tasks, or none of them has started yet.",
         )
-    return reader.detail(run)
+    return _with_budget(reader.detail(run))
 
 
 def _costs(reader: OpenReader, access: Access, filters: CostFilter) -> CostReport:
     return reader().costs(since=filters.when(), dag_ids=access.dag_ids)
+
+
+def _cost_charts(
+    open_reader: OpenReader, access: Access, filters: CostFilter, chart: ChartFilter
+) -> dict[str, Any]:
+    """The costs page's charts: spend per UTC day stacked by model or DAG over the last
+    ``chart.days`` days, and the runs that spent most (since ``filters.since``)."""
+    reader = open_reader()
+    today = datetime.now(timezone.utc).date()
+    days = charts.day_range(today, chart.days)
+    start = datetime.combine(days[0], datetime.min.time(), tzinfo=timezone.utc)
+    by = "model_key" if chart.by == "model" else "dag_id"
+    spend = reader.spend_by_day(by, since=start, dag_ids=access.dag_ids)
+    per_day = charts.stacked_bars(
+        days, spend, label=f"AI spend per UTC day by {chart.by}, last {chart.days} days"
+    )
+    top = reader.top_runs(since=filters.when(), dag_ids=access.dag_ids, limit=TOP_RUNS)
+    return {"per_day": per_day, "top_runs": top, "chart": chart}
+
+
+def _timeline(run: RunDetail) -> charts.Chart:
+    rows = [charts.GanttRow(s.stage_id, s.started_at, s.completed_at, s.status) for s in run.stages]
+    return charts.gantt(rows, now=datetime.now(timezone.utc), label="Stage timeline")
+
+
+def _stage_task_id(run: RunDetail, stage_id: str) -> str:
+    """The Airflow task of a stage: the task its AI calls name, else the stage id inside the
+    run's task group (a ``WorkflowTaskGroup``'s run), else the stage id."""
+    for call in run.ai_calls:
+        if call.stage_id == stage_id and call.task_id:
+            return call.task_id
+    group = (run.idempotency_key or "").split("/", 2)[2:]
+    return f"{group[0]}.{stage_id}" if group else stage_id
+
+
+def _csv(rows: list[list[Any]], filename: str) -> Response:
+    """A CSV download; amounts are exact decimal strings, as in the JSON."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([[_csv_value(v) for v in row] for row in rows])
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return "" if value is None else value
+
+
+COST_COLUMNS = [
+    "calls", "errors", "input_tokens", "output_tokens", "cached_tokens", "total_tokens",
+    "cost", "unpriced_calls",
+]  # fmt: skip
+
+
+def _cost_csv_rows(report: CostReport) -> list[list[Any]]:
+    """Every roll-up of the report in one table: ``dimension,key,<COST_COLUMNS>``."""
+    rows: list[list[Any]] = [["dimension", "key", *COST_COLUMNS]]
+    groups: list[tuple[str, list[CostRow]]] = [
+        ("total", [report.total]),
+        ("day", report.by_day),
+        ("model", report.by_model),
+        ("dag", report.by_dag),
+    ]
+    for dimension, found in groups:
+        rows += [[dimension, r.key, *(getattr(r, c) for c in COST_COLUMNS)] for r in found]
+    return rows
+
+
+AI_CALL_COLUMNS = [
+    "id", "created_at", "stage_id", "task_id", "attempt", "provider", "model_key", "model_id",
+    "call_type", "input_tokens", "output_tokens", "cached_tokens", "total_tokens", "cost",
+    "latency_ms", "status", "error",
+]  # fmt: skip
 
 
 # -- HTML --------------------------------------------------------------------------------------
@@ -317,6 +436,10 @@ class _Pages:
         def dag_run_url(dag_id: str, run_id: str) -> str:
             return f"{root}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
+        def task_url(dag_id: str, run_id: str, task_id: str) -> str:
+            """Airflow 3's task instance page (its log is the page's first tab)."""
+            return f"{dag_run_url(dag_id, run_id)}/tasks/{quote(task_id, safe='')}"
+
         return self.templates.TemplateResponse(
             request,
             template,
@@ -325,6 +448,8 @@ class _Pages:
                 "static": lambda file: _path_for(request, "static", path=file),
                 "dag_url": lambda dag_id: f"{root}/dags/{quote(dag_id, safe='')}",
                 "dag_run_url": dag_run_url,
+                "task_url": task_url,
+                "stage_task_id": _stage_task_id,
                 "airflow_home": f"{root}/",
                 "user_name": None if user is None else user.get_name(),
                 "statuses": STATUSES,
@@ -476,7 +601,9 @@ def _html_routes(app: FastAPI, pages: _Pages) -> None:
         request: Request, workflow_run_id: RunIdPath, access: AccessDep, reader: ReaderDep
     ) -> HTMLResponse:
         run = _run_by_id(reader, access, workflow_run_id)
-        return pages.render(request, "run.html", user=access.user, section="runs", run=run)
+        return pages.render(
+            request, "run.html", user=access.user, section="runs", run=run, timeline=_timeline(run)
+        )
 
     @app.get("/dags/{dag_id}/runs/{run_id:path}", name="dag_run_page", **options)
     def dag_run_page(
@@ -487,11 +614,13 @@ def _html_routes(app: FastAPI, pages: _Pages) -> None:
         reader: ReaderDep,
     ) -> HTMLResponse:
         run = _run_by_dag_run(reader, access, dag_id, run_id)
-        return pages.render(request, "run.html", user=access.user, section="runs", run=run)
+        return pages.render(
+            request, "run.html", user=access.user, section="runs", run=run, timeline=_timeline(run)
+        )
 
     @app.get("/costs", name="costs_page", **options)
     def costs_page(
-        request: Request, access: AccessDep, reader: ReaderDep, filters: CostFilterQuery
+        request: Request, access: AccessDep, reader: ReaderDep, filters: ChartFilterQuery
     ) -> HTMLResponse:
         report = _costs(reader, access, filters)
         return pages.render(
@@ -501,6 +630,8 @@ def _html_routes(app: FastAPI, pages: _Pages) -> None:
             section="costs",
             report=report,
             since_text=filters.since or "",
+            chart_days=CHART_DAYS,
+            **_cost_charts(reader, access, filters, filters),
         )
 
 
@@ -525,6 +656,26 @@ def _api_routes(app: FastAPI) -> None:
     ) -> RunDetail:
         """The workflow run of an Airflow DAG run."""
         return _run_by_dag_run(reader, access, dag_id, run_id)
+
+    @app.get("/api/costs.csv", response_class=Response, tags=["Workflow engine"])
+    def get_costs_csv(access: AccessDep, reader: ReaderDep, filters: CostFilterQuery) -> Response:
+        """The AI spend report as CSV: one row per roll-up group
+        (``dimension``: total, day, model or dag); costs are exact decimal strings."""
+        return _csv(_cost_csv_rows(_costs(reader, access, filters)), "ai-costs.csv")
+
+    @app.get(
+        "/api/runs/{workflow_run_id}/ai_calls.csv",
+        response_class=Response,
+        tags=["Workflow engine"],
+    )
+    def get_ai_calls_csv(
+        workflow_run_id: RunIdPath, access: AccessDep, reader: ReaderDep
+    ) -> Response:
+        """A workflow run's AI calls as CSV (the ledger's rows; costs exact decimal strings)."""
+        run = _run_by_id(reader, access, workflow_run_id)
+        rows: list[list[Any]] = [list(AI_CALL_COLUMNS)]
+        rows += [[getattr(c, name) for name in AI_CALL_COLUMNS] for c in run.ai_calls]
+        return _csv(rows, f"ai-calls-{workflow_run_id}.csv")
 
     @app.get("/api/costs", response_model=CostReport, tags=["Workflow engine"])
     def get_costs(access: AccessDep, reader: ReaderDep, filters: CostFilterQuery) -> CostReport:

@@ -134,6 +134,8 @@ class Stage(_Model):
     error: str | None = None
     progress: float | None = None
     progress_message: str | None = None
+    #: The stage's AI budget in US dollars (``max_cost`` in its config), if it has one.
+    budget: Money | None = None
 
     @classmethod
     def of(cls, stage: StageRecord, preview_chars: int) -> Stage:
@@ -266,6 +268,9 @@ class RunDetail(RunSummary):
     #: Sum of the priced ledger rows of the run, and how many rows had no price.
     ai_calls_cost: Money = Decimal(0)
     ai_calls_unpriced: int = 0
+    #: The run's AI budget in US dollars (``[workflow_engine] ai_run_max_cost`` as the
+    #: api-server reads it), if one is set.
+    budget: Money | None = None
 
 
 class CostRow(_Model):

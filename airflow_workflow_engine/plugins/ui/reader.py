@@ -16,8 +16,9 @@ import os
 import threading
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
 from airflow_workflow_engine.host.queries import count_runs, newest_runs
@@ -100,7 +101,12 @@ class EngineReader:
             input=run.input,
             output=run.output,
             error=run.error_message,
-            stages=[Stage.of(s, STAGE_PREVIEW_CHARS) for s in stages],
+            stages=[
+                Stage.of(s, STAGE_PREVIEW_CHARS).model_copy(
+                    update={"budget": _stage_budget(run.config, s.stage_id)}
+                )
+                for s in stages
+            ],
             annotations=[Annotation.of(a) for a in self.store.list_annotations(run.id)],
             ai_calls=[AICall.of(c) for c in calls],
             events=[Event.of(e) for e in self.store.list_events(run.id)],
@@ -125,12 +131,53 @@ class EngineReader:
             by_dag=_by_cost(CostRow.of(r, "dag_id") for r in by["dag_id"]),
         )
 
+    def spend_by_day(
+        self, by: str, *, since: datetime, dag_ids: Collection[str] | None = None
+    ) -> dict[tuple[date, str], Decimal]:
+        """Priced spend per UTC day and ``by`` (``model_key`` or ``dag_id``) since ``since``
+        (the costs page's chart); a group without a value is ``"(none)"``."""
+        rows = self.ledger.rollup(("day", by), since=since, dag_ids=dag_ids)
+        spend: dict[tuple[date, str], Decimal] = {}
+        for row in rows:
+            day = row.group["day"]
+            day = day.date() if isinstance(day, datetime) else day
+            if isinstance(day, str):
+                day = date.fromisoformat(day[:10])
+            name = row.group[by]
+            spend[(day, "(none)" if name is None else str(name))] = row.cost
+        return spend
+
+    def top_runs(
+        self, *, since: datetime | None, dag_ids: Collection[str] | None = None, limit: int = 10
+    ) -> list[tuple[CostRow, RunSummary | None]]:
+        """The workflow runs that spent the most since ``since`` (``key``: the run id), each
+        with its run (``None`` if it is gone)."""
+        rows = self.ledger.rollup(("workflow_run_id",), since=since, dag_ids=dag_ids)
+        found = [CostRow.of(r, "workflow_run_id") for r in rows if r.group["workflow_run_id"]]
+        top = [r for r in _by_cost(found) if r.cost > 0][:limit]
+        found_runs = [(r, self.store.get_run(r.key or "")) for r in top]
+        return [(r, None if run is None else RunSummary.of(run)) for r, run in found_runs]
+
     def _rollup(
         self, dimension: str | None, since: datetime | None, dag_ids: Collection[str] | None
     ) -> list[RollupRow]:
         dims = () if dimension is None else (dimension,)
         # dag_ids (when not None): only the calls of the DAGs this user may read.
         return self.ledger.rollup(dims, since=since, dag_ids=dag_ids)
+
+
+def _stage_budget(config: dict[str, Any] | None, stage_id: str) -> Decimal | None:
+    """``max_cost`` of the stage's config in the run (a budget of US dollars), if any."""
+    from airflow_workflow_engine.ai.ledger import money
+
+    stage = (config or {}).get(stage_id)
+    value = stage.get("max_cost") if isinstance(stage, dict) else None
+    if not isinstance(value, (int, float, str)) or isinstance(value, bool):
+        return None
+    try:
+        return money(Decimal(str(value).strip()))
+    except ArithmeticError:
+        return None  # not a number: the stage itself reports that
 
 
 def _by_cost(rows: Iterable[CostRow]) -> list[CostRow]:

@@ -31,6 +31,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ PASSWORDS = {"admin": "admin-secret", "limited": "limited-secret"}
 #: A DAG id that Airflow does not know: the kernel run named after it is hidden from `limited`.
 OTHER_DAG = "ui_other_dag"
 CHROMIUM = Path("/usr/bin/chromium")
+RUN_BUDGET = "0.25"
 PLUGIN_SHIM = "from airflow_workflow_engine.plugins.plugin import WorkflowEnginePlugin\n"
 
 #: The api-server's auth manager: Airflow's simple auth manager, where the user ``limited``
@@ -102,7 +104,7 @@ def test_plugin_mounts_the_pages_and_adds_ui_entries() -> None:
     assert isinstance(app["app"], WorkflowEngineUI)
     views = {v["destination"]: v for v in plugin.external_views}
     assert views["nav"] == {
-        "name": "Workflow runs",
+        "name": "Workflows",
         "href": "/workflow-engine/runs",
         "destination": "nav",
         "url_route": "workflow-runs",
@@ -123,7 +125,7 @@ def test_plugin_mounts_the_pages_and_adds_ui_entries() -> None:
     ui = files("airflow_workflow_engine.plugins.ui")
     for name in ("base.html", "runs.html", "run.html", "costs.html", "error.html"):
         assert (ui / "templates" / name).is_file(), name
-    for name in ("ui.css", "ui.js", "icon.svg"):
+    for name in ("ui.css", "ui.js", "theme.js", "icon.svg"):
         assert (ui / "static" / name).is_file(), name
 
 
@@ -168,7 +170,11 @@ def test_workflow_run_link_points_at_the_dag_runs_page(monkeypatch: pytest.Monke
     from airflow.sdk.types import TaskInstanceKey  # type: ignore[attr-defined]
 
     from airflow_workflow_engine.operators import AsyncBatchStageOperator, StageOperator
-    from airflow_workflow_engine.operators.links import WorkflowRunLink, workflow_run_url
+    from airflow_workflow_engine.operators.links import (
+        WorkflowRunLink,
+        workflow_run_ui_url,
+        workflow_run_url,
+    )
 
     key = TaskInstanceKey(
         dag_id="docs", task_id="summarize", run_id="manual__2026-01-02T03:04:05+00:00"
@@ -180,9 +186,29 @@ def test_workflow_run_link_points_at_the_dag_runs_page(monkeypatch: pytest.Monke
         "https://airflow.example.com/prefix/workflow-engine/dags/docs/runs/"
         "manual__2026-01-02T03:04:05+00:00"
     )
+    # The page inside Airflow's UI: the DAG run's "Workflow run" tab.
+    assert workflow_run_ui_url("d", "r+1", "https://a.example/") == (
+        "https://a.example/dags/d/runs/r+1/plugin/workflow-run"
+    )
     assert workflow_run_url("d", "a/b c", base_url="") == "/workflow-engine/dags/d/runs/a%2Fb%20c"
+    # A WorkflowTaskGroup's run: the "Workflows" view, opened at the group's page.
+    assert workflow_run_ui_url("d", "r", "https://a.example/p/", "grp") == (
+        "https://a.example/p/plugin/workflow-runs/p/workflow-engine/dags/d/runs/r/grp"
+    )
     for operator in (StageOperator, AsyncBatchStageOperator):
         assert [type(x) for x in operator.operator_extra_links] == [WorkflowRunLink]
+
+
+def test_stage_budgets_come_from_the_runs_stage_config() -> None:
+    from airflow_workflow_engine.plugins.ui.reader import _stage_budget
+
+    config = {"a": {"max_cost": 0.5}, "b": {"max_cost": "0.0001"}, "c": {"max_cost": "lots"}}
+    config |= {"d": {"max_cost": True}, "e": "not a dict", "f": {"model": "mock:x"}}
+    assert _stage_budget(config, "a") == Decimal("0.5")
+    assert _stage_budget(config, "b") == Decimal("0.0001")
+    for stage_id in ("c", "d", "e", "f", "missing"):
+        assert _stage_budget(config, stage_id) is None, stage_id
+    assert _stage_budget(None, "a") is None
 
 
 def test_reader_says_what_to_set_when_the_engine_is_not_configured(
@@ -303,6 +329,8 @@ def _start_api_server(env: AirflowEnv, root: Path) -> AirflowEnv:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        # The per-run AI budget the run page shows against the run's spend.
+        "AIRFLOW__WORKFLOW_ENGINE__AI_RUN_MAX_COST": RUN_BUDGET,
         "PYTHONPATH": os.pathsep.join([str(root / "lib"), env.env["PYTHONPATH"]]),
     }
     # Its own AirflowEnv (log and process in `root`) over the session's database and engine.
@@ -456,6 +484,9 @@ def test_run_api_returns_stages_annotations_ledger_and_events(ui: UI) -> None:
     finally:
         ledger.close()
     assert detail["status"] == "COMPLETED" and detail["error"] is None
+    # The per-run budget in force on the api-server, exact like every amount.
+    assert detail["budget"] == RUN_BUDGET
+    assert [s["budget"] for s in detail["stages"]] == [None] * len(stages)
     assert detail["input"] == run.input and detail["output"] == run.output
     assert detail["output"]["classify"]["category"] == "engineering"
     assert [
@@ -545,15 +576,69 @@ def test_costs_api_rolls_up_the_ledger(ui: UI) -> None:
     assert "Cannot read 'yesterday-ish'" in body["detail"][0]["msg"]
 
 
+def _csv(text: str) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_csv_exports_carry_exact_decimals(ui: UI) -> None:
+    code, text, headers = ui.request("GET", "/workflow-engine/api/costs.csv")
+    assert code == 200, text
+    assert headers["content-type"].startswith("text/csv")
+    assert 'filename="ai-costs.csv"' in headers["content-disposition"]
+    report = ui.get("/workflow-engine/api/costs")
+    rows = _csv(text)
+    # The same roll-ups as the JSON, with the same exact decimal strings.
+    for dimension, expected in (
+        ("total", [report["total"]]),
+        ("day", report["by_day"]),
+        ("model", report["by_model"]),
+        ("dag", report["by_dag"]),
+    ):
+        got = [r for r in rows if r["dimension"] == dimension]
+        assert [(r["key"], r["calls"], r["cost"]) for r in got] == [
+            (e["key"] or "", str(e["calls"]), e["cost"]) for e in expected
+        ], dimension
+    assert all(re.fullmatch(r"\d+(\.\d+)?", r["cost"]) for r in rows)
+    code, text, _ = ui.request("GET", "/workflow-engine/api/costs.csv?since=2999-01-01")
+    assert code == 200 and [r["calls"] for r in _csv(text)] == ["0"]
+
+    path = f"/workflow-engine/api/runs/{ui.workflow_run_id}/ai_calls.csv"
+    code, text, headers = ui.request("GET", path)
+    assert code == 200, text
+    ledger = ui.ledger()
+    try:
+        calls = ledger.entries(ui.workflow_run_id)
+    finally:
+        ledger.close()
+    assert [(r["id"], r["model_key"], r["input_tokens"], r["cost"]) for r in _csv(text)] == [
+        (c.id, c.model_key, str(c.input_tokens), "" if c.cost is None else _usd(c.cost))
+        for c in calls
+    ]
+    # The same permissions as the JSON API.
+    code, _, _ = ui.request("GET", path, user="limited")
+    assert code == 200
+    other = f"/workflow-engine/api/runs/{ui.other_run_id}/ai_calls.csv"
+    code, body, _ = ui.request("GET", other, user="limited")
+    assert code == 403, body
+    code, _, _ = ui.request("GET", "/workflow-engine/api/runs/nope/ai_calls.csv")
+    assert code == 404
+    code, body, _ = ui.request("GET", "/workflow-engine/api/costs.csv", user=None)
+    assert code == 401
+
+
 def test_stage_tasks_link_to_the_workflow_run_page(ui: UI) -> None:
     run_id = ui.dag_run.run_id
     links = ui.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{_q(run_id)}/taskInstances/summarize/links")
     from airflow_workflow_engine.operators.links import workflow_run_url
 
-    expected = workflow_run_url(DAG_ID, run_id, base_url=ui.env.env["AIRFLOW__API__BASE_URL"])
+    base_url = ui.env.env["AIRFLOW__API__BASE_URL"]
+    expected = workflow_run_url(DAG_ID, run_id, base_url=base_url)
     assert links["extra_links"] == {"Workflow run": expected}
-    # The link's path is the page of this DAG run.
-    path = urllib.parse.urlsplit(expected).path
+    # The tab shows the page of this DAG run.
+    path = urllib.parse.urlsplit(workflow_run_url(DAG_ID, run_id, base_url=base_url)).path
     code, page, _ = ui.request("GET", path)
     assert code == 200 and ui.workflow_run_id in page
     # Airflow's plugin listing shows the pages and the UI entries.
@@ -585,6 +670,10 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
+#: Where the browser test writes its screenshots (ignored by git; docs/img has copies).
+SHOTS = REPO / "test-output" / "ui"
+
+
 def test_pages_in_a_browser(ui: UI, browser: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
@@ -592,32 +681,104 @@ def test_pages_in_a_browser(ui: UI, browser: Any, tmp_path: Path) -> None:
 
     with ui.store() as store:
         run = store.get_run(ui.workflow_run_id)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(base_url=ui.base, viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(30_000)
+
+    def shot(name: str) -> None:
+        page.wait_for_timeout(300)  # let Airflow's UI settle (fonts, transitions)
+        page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+    def theme_of(frame: Any) -> Any:
+        return frame.locator("html")
+
     try:
         # Airflow sends us to its login form; log in as the simple auth manager asks.
         page.goto("/")
         page.get_by_label("Username").fill("admin")
         page.get_by_label("Password").fill(PASSWORDS["admin"])
         page.get_by_role("button", name="Sign in").click()
-        # The navigation entry opens the runs page inside Airflow's UI.
-        page.get_by_role("link", name="Workflow runs").click()
-        expect(page).to_have_url(f"{ui.base}/plugin/workflow-runs")
-        frame = page.frame_locator("iframe[title='Workflow runs']")
+        # The navigation entry ("Workflows", whole) opens the runs page inside Airflow's UI.
+        nav = page.get_by_role("link", name="Workflows", exact=True)
+        expect(nav).to_be_visible()
+        page.evaluate("window.localStorage.setItem('theme', 'light')")
+        nav.click()
+        # Airflow's UI keeps the page shown in the frame in its own address.
+        page.wait_for_url(lambda url: url.startswith(f"{ui.base}/plugin/workflow-runs"))
+        frame = page.frame_locator("iframe[title='Workflows']")
         expect(frame.locator("#runs")).to_contain_text(ui.workflow_run_id)
+        # One look: no second header inside Airflow's frame, light tabs, Airflow's font.
+        expect(frame.locator("header")).to_have_count(0)
+        expect(frame.locator("nav.tabs a")).to_have_text(["Runs", "AI costs"])
+        font = frame.locator("body").evaluate("b => getComputedStyle(b).fontFamily")
+        assert font.startswith("Inter"), font
+        expect(theme_of(frame)).to_have_attribute("data-theme", "light")
+        shot("runs-light")
+
+        # Airflow's dark mode (next-themes: localStorage "theme", class on <html>).
+        def open_workflows(mode: str) -> Any:
+            page.evaluate(f"window.localStorage.setItem('theme', '{mode}')")
+            page.goto("/")
+            page.get_by_role("link", name="Workflows", exact=True).click()
+            frame = page.frame_locator("iframe[title='Workflows']")
+            expect(frame.locator("#runs")).to_contain_text(ui.workflow_run_id)
+            return frame
+
+        frame = open_workflows("dark")
+        expect(theme_of(frame)).to_have_attribute("data-theme", "dark")
+        background = frame.locator("body").evaluate("b => getComputedStyle(b).backgroundColor")
+        assert background == "rgb(0, 0, 0)", background
+        shot("runs-dark")
+        # Toggling Airflow's theme repaints the frame at once (it watches Airflow's <html>).
+        page.evaluate("document.documentElement.classList.replace('dark', 'light')")
+        expect(theme_of(frame)).to_have_attribute("data-theme", "light")
+        page.evaluate("document.documentElement.classList.replace('light', 'dark')")
+        expect(theme_of(frame)).to_have_attribute("data-theme", "dark")
+        frame = open_workflows("light")
+        expect(theme_of(frame)).to_have_attribute("data-theme", "light")
+
+        # The costs tab: spend per day (stacked by model, then by DAG) and the top runs.
+        frame.get_by_role("link", name="AI costs").click()
+        chart = frame.locator("#spend-chart")
+        expect(chart.locator("rect").first).to_be_visible()
+        for model in ("mock:summarizer", "mock:classifier"):
+            expect(frame.locator("#spend-legend")).to_contain_text(model)
+        expect(frame.locator("#top-runs")).to_contain_text(ui.workflow_run_id)
+        expect(frame.locator("#by-dag")).to_contain_text(DAG_ID)
+        shot("costs-light")
+        frame.get_by_role("link", name="By DAG").click()
+        expect(frame.locator("#spend-legend")).to_contain_text(DAG_ID)
+        frame.get_by_role("link", name="7 days").click()
+        expect(frame.locator("#spend-chart text[text-anchor='middle']")).to_have_count(7)
+        expect(frame.get_by_role("link", name="7 days")).to_have_attribute("aria-current", "true")
+        # Airflow's UI keeps the frame's page in its own URL.
+        page.wait_for_url(lambda url: "/plugin/workflow-runs/workflow-engine/costs" in url)
+
         # A link to Airflow's own page of the DAG run opens in Airflow's page, not the frame.
+        frame.get_by_role("link", name="Runs").click()
         row = frame.locator("#runs tbody tr", has_text=ui.workflow_run_id)
         row.locator("a[data-airflow]").click()
         dag_run_page = f"{ui.base}/dags/{DAG_ID}/runs/{ui.dag_run.run_id}"
         page.wait_for_url(lambda url: urllib.parse.unquote(url) == dag_run_page)
-        # The DAG run's "Workflow run" tab shows this run's page.
+        # The DAG run's "Workflow run" tab shows this run's page with its timeline.
         page.get_by_role("link", name="Workflow run", exact=True).click()
         tab_page = f"{dag_run_page}/plugin/workflow-run"
         page.wait_for_url(lambda url: urllib.parse.unquote(url) == tab_page)
         tab = page.frame_locator("iframe[title='Workflow run']")
         expect(tab.locator("#stages")).to_contain_text("summarize")
         expect(tab.locator("h1")).to_contain_text("COMPLETED")
+        expect(tab.locator("#timeline-chart rect.bar")).to_have_count(3)
+        shot("run-tab-light")
+
+        # Every stage row links to its Airflow task instance and log.
+        stage = tab.locator("#stages tbody tr", has_text="summarize")
+        task_page = f"{dag_run_page}/tasks/summarize"
+        expect(stage.locator("a[data-log]")).to_have_attribute(
+            "href", re.compile(re.escape("/tasks/summarize") + "$")
+        )
+        stage.locator("a[data-task]").click()
+        page.wait_for_url(lambda url: urllib.parse.unquote(url) == f"{task_page}/details")
 
         # The pages on their own: the list, then a run.
         page.goto("/workflow-engine/runs")
@@ -629,22 +790,40 @@ def test_pages_in_a_browser(ui: UI, browser: Any, tmp_path: Path) -> None:
         expect(stages).to_have_count(3)
         for stage_id in ("extract", "summarize", "classify"):
             expect(page.locator("#stages")).to_contain_text(stage_id)
+            expect(page.locator("#timeline-chart")).to_contain_text(stage_id)
+        bars = page.locator("#timeline-chart rect.bar.COMPLETED")
+        expect(bars).to_have_count(3)
         expect(page.locator("#annotations")).to_contain_text("decision.outcome")
         expect(page.locator("#annotations")).to_contain_text('"engineering"')
         expect(page.locator("#run-cost")).to_contain_text(money_text(run.total_cost))
         expect(page.locator("#ai-total")).to_contain_text(money_text(run.total_cost))
+        budget_text = f"of {money_text(Decimal(RUN_BUDGET))} per run"
+        expect(page.locator("#run-budget")).to_contain_text(budget_text)
         expect(page.locator("#events")).to_contain_text("workflow:completed")
+        expect(page.locator("#ai-calls-csv")).to_have_attribute(
+            "href", f"/workflow-engine/api/runs/{ui.workflow_run_id}/ai_calls.csv"
+        )
+        page.goto(f"/workflow-engine/runs/{ui.workflow_run_id}?theme=dark")
+        expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+        page.screenshot(path=str(SHOTS / "run-dark.png"), full_page=True)
 
         # The costs page.
+        page.goto("/workflow-engine/runs")
         page.get_by_role("link", name="AI costs").click()
         for model in ("mock:summarizer", "mock:classifier"):
             expect(page.locator("#by-model")).to_contain_text(model)
         expect(page.locator("#by-dag")).to_contain_text(DAG_ID)
+        expect(page.locator("#costs-csv")).to_have_attribute(
+            "href", "/workflow-engine/api/costs.csv"
+        )
+        page.goto("/workflow-engine/costs?theme=dark")
+        expect(page.locator("#spend-chart rect").first).to_be_visible()
+        page.screenshot(path=str(SHOTS / "costs-dark.png"), full_page=True)
     except BaseException:
-        shot = tmp_path / "failure.png"
+        failure = tmp_path / "failure.png"
         with contextlib.suppress(Exception):
-            page.screenshot(path=str(shot), full_page=True)
-        print(f"screenshot: {shot}")
+            page.screenshot(path=str(failure), full_page=True)
+        print(f"screenshot: {failure}")
         raise
     finally:
         context.close()

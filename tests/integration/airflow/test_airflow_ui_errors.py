@@ -87,6 +87,17 @@ def test_bad_parameters_are_422_naming_the_parameter(down: DownUI) -> None:
     # A page says the same, in HTML.
     code, page, _ = down.client.request("GET", "/workflow-engine/runs?offset=99999999999999999999")
     assert code == 422 and "offset" in page and "Bad request" in page
+    # The costs page's chart takes 7, 30 or 90 days, stacked by model or DAG.
+    for query, name in (("days=5", "days"), ("by=topic", "by")):
+        code, page, _ = down.client.request("GET", f"/workflow-engine/costs?{query}")
+        assert code == 422 and "Bad request" in page and f"{name}:" in page, (query, page)
+    # The CSV exports check their parameters too.
+    code, body, _ = down.client.request("GET", "/workflow-engine/api/costs.csv?since=never")
+    assert code == 422 and body["detail"][0]["loc"] == ["query", "since"]
+    code, body, _ = down.client.request(
+        "GET", f"/workflow-engine/api/runs/{'r' * 300}/ai_calls.csv"
+    )
+    assert code == 422 and body["detail"][0]["loc"] == ["path", "workflow_run_id"]
 
 
 def test_database_errors_hide_connection_details(down: DownUI) -> None:
