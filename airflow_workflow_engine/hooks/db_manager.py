@@ -115,7 +115,12 @@ class WorkflowEngineDBManager(BaseDBManager):
     migration_dir = MIGRATIONS_DIR.as_posix()
     alembic_file = (MIGRATIONS_DIR / "alembic.ini").as_posix()  # unused: config built in code
     supports_table_dropping = True
-    revision_heads_map: dict[str, str] = {"0.1.0": "0001", "0.2.0": "0002", "0.3.0": HEAD_REVISION}  # noqa: RUF012
+    revision_heads_map: dict[str, str] = {  # noqa: RUF012
+        "0.1.0": "0001",
+        "0.2.0": "0002",
+        "0.3.0": "0003",
+        "0.4.0": HEAD_REVISION,
+    }
 
     # -- where ----------------------------------------------------------------------------
     def _configured_url(self) -> str | None:

@@ -49,6 +49,9 @@ TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     # The ledger is append-only: UPDATE only records what failed after a paid call. No
     # DELETE: a worker cannot erase what was spent.
     "wfe_ai_calls": ("SELECT", "INSERT", "UPDATE"),
+    # Kept by each ledger insert (INSERT ... ON CONFLICT DO UPDATE); rebuild_rollup() is the
+    # owner's maintenance, not a worker's.
+    "wfe_ai_cost_rollup": ("SELECT", "INSERT", "UPDATE"),
     # check_schema / test_connection read the revision.
     VERSION_TABLE: ("SELECT",),
 }
