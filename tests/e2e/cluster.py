@@ -43,6 +43,7 @@ __all__ = [
     "ApiError",
     "e2e_marks",
     "free_port",
+    "prepare_cluster",
     "running_cluster",
     "tail",
     "wait_until",
@@ -85,19 +86,18 @@ def e2e_marks(timeout: int, reruns: int = 1) -> list[Any]:
     ]
 
 
-@contextlib.contextmanager
-def running_cluster(
+def prepare_cluster(
     home: Path,
     db_url: str,
-    dag_ids: tuple[str, ...],
     *,
     engine_url: str | None = None,
     env: dict[str, str] | None = None,
-) -> Iterator[EmbeddedAirflow]:
-    """A migrated Airflow with its processes running and ``dag_ids`` parsed; stopped at the
-    end (the home, with its logs and blobs, stays for inspection)."""
+) -> EmbeddedAirflow:
+    """The tests' embedded Airflow in ``home``, configured (``env`` on top of the tests'
+    settings) but neither migrated nor started: for suites that start more than the usual
+    processes (Celery workers)."""
     python_path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
-    cluster = EmbeddedAirflow.prepare(
+    return EmbeddedAirflow.prepare(
         home,
         DAGS,
         db_url=db_url,
@@ -109,6 +109,20 @@ def running_cluster(
         cwd=REPO,
         extra_env={**E2E_ENV, "PYTHONPATH": python_path, **(env or {})},
     )
+
+
+@contextlib.contextmanager
+def running_cluster(
+    home: Path,
+    db_url: str,
+    dag_ids: tuple[str, ...],
+    *,
+    engine_url: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[EmbeddedAirflow]:
+    """A migrated Airflow with its processes running and ``dag_ids`` parsed; stopped at the
+    end (the home, with its logs and blobs, stays for inspection)."""
+    cluster = prepare_cluster(home, db_url, engine_url=engine_url, env=env)
     try:
         with cluster.explain_failure():
             cluster.migrate()

@@ -23,7 +23,7 @@ import pytest
 
 from airflow_workflow_engine.testing.fake_llm import FakeLLMServer
 from tests.e2e.celery import celery_env, redis_server, start_worker
-from tests.e2e.cluster import AirflowCluster, e2e_marks, wait_until
+from tests.e2e.cluster import AirflowCluster, e2e_marks, prepare_cluster, wait_until
 
 pytestmark = [*e2e_marks(timeout=1200, reruns=0), pytest.mark.celery, pytest.mark.postgres]
 __all__ = ["redis_server"]  # the fixture, imported so pytest finds it in this module
@@ -69,10 +69,12 @@ def cluster(
         f"{postgres_server.port}/{database}"
     )
     home = tmp_path_factory.mktemp("e2e-celery-home")
-    cluster = AirflowCluster.create(home, postgres_server.url(database), engine_url=role_url)
-    cluster.env.update(celery_env(redis_server))
-    cluster.env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "tests.e2e.celery.worker_hostname"
-    cluster.env["E2E_SLOW_SECONDS"] = "15"  # time to kill a worker inside a slow stage
+    env = {
+        **celery_env(redis_server),
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.e2e.celery.worker_hostname",
+        "E2E_SLOW_SECONDS": "15",  # time to kill a worker inside a slow stage
+    }
+    cluster = prepare_cluster(home, postgres_server.url(database), engine_url=role_url, env=env)
     cluster.env["AIRFLOW_CONN_LLM_OPENAI_DEFAULT"] = json.dumps(
         {
             "conn_type": "workflow_engine_llm",

@@ -157,6 +157,7 @@ def test_definition_module_is_cheap_to_import() -> None:
     (group,) = definition.get_workflow_engine_cli_commands()
     assert group.name == "workflow-engine"
     assert sorted(c.name for c in group.subcommands) == [
+        "approvals",
         "approve",
         "backfill-rerun",
         "costs",
