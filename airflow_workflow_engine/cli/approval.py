@@ -21,7 +21,9 @@ from airflow_workflow_engine.cli._common import (
     render_table,
     resolve_run,
 )
+from airflow_workflow_engine.conventions import Approval
 from airflow_workflow_engine.host.runs import split_run_key
+from airflow_workflow_engine.kernel.status import Status
 
 __all__ = ["approvals_list", "approve_run", "reject_run"]
 
@@ -51,7 +53,7 @@ def _decide(args: Namespace, *, approved: bool) -> None:
     print(
         f"{verb} {what} (workflow run {run.id}, {run.status.value}{stage}) by {args.by}"
         f"{comment}; {len(rows)} annotation(s) written ({args.key_prefix}status = "
-        f"{'approved' if approved else 'rejected'})."
+        f"{Approval.APPROVED if approved else Approval.REJECTED})."
     )
 
 
@@ -75,7 +77,7 @@ def approvals_list(args: Namespace) -> None:
     rows: list[dict[str, Any]] = []
     with open_store(args.conn_id) as store:
         runs = newest_runs(
-            store, dag_id=args.dag_id, status="RUNNING", limit=max(int(args.limit), 1)
+            store, dag_id=args.dag_id, status=Status.RUNNING.value, limit=max(int(args.limit), 1)
         )
         for run in runs:
             notes = store.list_annotations(run.id, key_prefix=APPROVAL_PREFIX)

@@ -42,6 +42,7 @@ from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID, WorkflowEngine
 from airflow_workflow_engine.hooks.errors import engine_errors
 from airflow_workflow_engine.host.derive import workflow_from_dag
 from airflow_workflow_engine.host.runs import first_try_since_clear, run_key, task_verdict
+from airflow_workflow_engine.kernel.status import Status
 from airflow_workflow_engine.operators.links import WorkflowRunLink
 
 if TYPE_CHECKING:
@@ -454,7 +455,7 @@ class StageOperator(BaseOperator):
         attempt: int,
         run_status: str,
         *,
-        stage_status: str = "COMPLETED",
+        stage_status: str = Status.COMPLETED.value,
         output: Any = None,
         output_ref: str | None = None,
         metrics: Mapping[str, Any] | None = None,
