@@ -23,6 +23,7 @@ from airflow_workflow_engine.cli._common import (
 )
 from airflow_workflow_engine.conventions import Approval
 from airflow_workflow_engine.host.runs import split_run_key
+from airflow_workflow_engine.kernel.approvals import APPROVAL_PREFIX, awaiting_since
 from airflow_workflow_engine.kernel.status import Status
 
 __all__ = ["approvals_list", "approve_run", "reject_run"]
@@ -72,8 +73,6 @@ def reject_run(args: Namespace) -> None:
 @cli_command()
 def approvals_list(args: Namespace) -> None:
     """Running workflow runs whose approval point asks a reviewer, oldest request first."""
-    from airflow_workflow_engine.kernel.approvals import APPROVAL_PREFIX, awaiting_since
-
     rows: list[dict[str, Any]] = []
     with open_store(args.conn_id) as store:
         runs = newest_runs(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timezone
 from typing import TYPE_CHECKING, Literal, TypedDict
 
+from airflow_workflow_engine.kernel.commands import StagePollSuspended
 from airflow_workflow_engine.kernel.status import Status
 
 if TYPE_CHECKING:
@@ -113,8 +114,6 @@ def poll_stage(
     kernel: Kernel, workflow_run_id: str, stage_id: str, poll_interval: float
 ) -> PollDecision:
     """Polls one suspended stage once (when due) and says what happened."""
-    from airflow_workflow_engine.kernel.commands import StagePollSuspended
-
     result = kernel.dispatch(
         StagePollSuspended(workflow_run_id=workflow_run_id, stage_id=stage_id, max_checks=1)
     )

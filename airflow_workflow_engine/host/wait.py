@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 from airflow_workflow_engine.conventions import Approval
 from airflow_workflow_engine.host.queries import find_run_by_key
 from airflow_workflow_engine.host.runs import run_key
+from airflow_workflow_engine.kernel.approvals import approval_state
 from airflow_workflow_engine.kernel.status import Status
 
 if TYPE_CHECKING:
@@ -236,8 +237,6 @@ def _check_run(spec: WaitSpec, run: RunRecord) -> Verdict:
 
 
 def _check_approval(persistence: Persistence, spec: WaitSpec, run: RunRecord) -> Verdict:
-    from airflow_workflow_engine.kernel.approvals import approval_state
-
     # Every annotation, in write order: the reruns that void a decision are ``revision.*``.
     state = approval_state(persistence.list_annotations(run.id), spec.key_prefix, spec.stage_id)
     decision = state.decision

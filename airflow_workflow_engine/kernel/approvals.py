@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_workflow_engine.conventions import Approval
 from airflow_workflow_engine.definitions.annotations import Actor
+from airflow_workflow_engine.kernel.commands import RunCancel
 from airflow_workflow_engine.kernel.records import AnnotationRecord
 
 if TYPE_CHECKING:
@@ -349,8 +350,6 @@ def cancel_rejected_run(kernel: Kernel, workflow_run_id: str, own_key: str, reas
     """Cancels a rejected run with the rejection as its error, when it is the run of the
     approval point's own DAG run (idempotency key ``own_key``); a run of another DAG run is
     left to its own DAG. Returns whether it cancelled the run."""
-    from airflow_workflow_engine.kernel.commands import RunCancel
-
     run = kernel.persistence.get_run(workflow_run_id)
     if run is None or run.idempotency_key != own_key:
         return False
