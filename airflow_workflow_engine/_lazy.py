@@ -22,7 +22,10 @@ def lazy_exports(
 
     ``namespace`` is the package's ``globals()``; ``exports`` maps each name to its module
     (with ``relative=True``, a submodule path such as ``"definitions.stage"``). A value is
-    cached in the package once loaded, so later lookups skip ``__getattr__``. ``dir()`` lists
+    cached in the package once loaded, so later lookups skip ``__getattr__``. A name that is
+    also a direct submodule of the package (``"commands": "commands"``) gives that module's
+    attribute of the same name, or the module itself when it has none; it is not cached, as
+    the import system sets that package attribute to the submodule. ``dir()`` lists
     ``public`` when given, else everything the package has or exports.
     """
     package = str(namespace["__name__"])
@@ -31,9 +34,11 @@ def lazy_exports(
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(
-            importlib.import_module(f"{package}.{module}" if relative else module), name
-        )
+        path = f"{package}.{module}" if relative else module
+        target = importlib.import_module(path)
+        if path == f"{package}.{name}":
+            return getattr(target, name, target)
+        value = getattr(target, name)
         namespace[name] = value
         return value
 

@@ -24,6 +24,7 @@ from airflow_workflow_engine.examples.document_pipeline import (
     DEMO_PRICES,
     register_demo_prices,
 )
+from airflow_workflow_engine.kernel.status import Status
 
 __all__ = ["DEMO_PRICES", "build_parser", "main", "register_demo_prices", "run_in_process"]
 
@@ -75,7 +76,7 @@ def run_in_process(run_input: dict[str, Any]) -> int:
     print(f"Run totals: ${run.total_cost:.6f}, {run.total_tokens} tokens")
     print(f"\nRun {run.status.value}" + (f": {run.error_message}" if run.error_message else ""))
     print(json.dumps(run.output, indent=2))
-    return 0 if run.status.value == "COMPLETED" else 1
+    return 0 if run.status is Status.COMPLETED else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from airflow_workflow_engine.kernel.status import Status
 from airflow_workflow_engine.testing.cluster import (
     ADMIN_USER,
     COMPONENTS,
@@ -175,7 +176,7 @@ def _report(airflow: EmbeddedAirflow, run_id: str, tis: Mapping[str, Mapping[str
         print(f"Run totals: ${run.total_cost:.6f}, {run.total_tokens} tokens")
         print(f"\nRun {run.status.value}" + (f": {run.error_message}" if run.error_message else ""))
         print(json.dumps(run.output, indent=2))
-        return 0 if run.status.value == "COMPLETED" else 1
+        return 0 if run.status is Status.COMPLETED else 1
 
 
 def _follow(

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from airflow_workflow_engine._lazy import lazy_exports
+
 if TYPE_CHECKING:
     from airflow_workflow_engine.ai.sql_ledger import SqlLedger
 
@@ -354,9 +356,7 @@ def day_of(value: Any) -> date | None:
     return date.fromisoformat(str(value)[:10])
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SqlLedger":  # SQLAlchemy is only imported when the SQL ledger is asked for
-        from airflow_workflow_engine.ai.sql_ledger import SqlLedger
-
-        return SqlLedger
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# SQLAlchemy is only imported when the SQL ledger is asked for.
+__getattr__, __dir__ = lazy_exports(
+    globals(), {"SqlLedger": "airflow_workflow_engine.ai.sql_ledger"}, public=__all__
+)

@@ -21,7 +21,10 @@ from airflow_workflow_engine.cli._common import (
     render_table,
     resolve_run,
 )
+from airflow_workflow_engine.conventions import Approval
 from airflow_workflow_engine.host.runs import split_run_key
+from airflow_workflow_engine.kernel.approvals import APPROVAL_PREFIX, awaiting_since
+from airflow_workflow_engine.kernel.status import Status
 
 __all__ = ["approvals_list", "approve_run", "reject_run"]
 
@@ -51,7 +54,7 @@ def _decide(args: Namespace, *, approved: bool) -> None:
     print(
         f"{verb} {what} (workflow run {run.id}, {run.status.value}{stage}) by {args.by}"
         f"{comment}; {len(rows)} annotation(s) written ({args.key_prefix}status = "
-        f"{'approved' if approved else 'rejected'})."
+        f"{Approval.APPROVED if approved else Approval.REJECTED})."
     )
 
 
@@ -70,12 +73,10 @@ def reject_run(args: Namespace) -> None:
 @cli_command()
 def approvals_list(args: Namespace) -> None:
     """Running workflow runs whose approval point asks a reviewer, oldest request first."""
-    from airflow_workflow_engine.kernel.approvals import APPROVAL_PREFIX, awaiting_since
-
     rows: list[dict[str, Any]] = []
     with open_store(args.conn_id) as store:
         runs = newest_runs(
-            store, dag_id=args.dag_id, status="RUNNING", limit=max(int(args.limit), 1)
+            store, dag_id=args.dag_id, status=Status.RUNNING.value, limit=max(int(args.limit), 1)
         )
         for run in runs:
             notes = store.list_annotations(run.id, key_prefix=APPROVAL_PREFIX)

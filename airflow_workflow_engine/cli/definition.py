@@ -1,7 +1,8 @@
 """The ``airflow workflow-engine`` command group: argparse metadata only.
 
 Airflow imports this module on every ``airflow`` start (``"cli"`` in ``get_provider_info()``),
-so it imports nothing at module level but the standard library, and Airflow's CLI classes only
+so it imports nothing at module level but the standard library and the status enum (which
+loads only itself, the package's lazy roots and ``errors``), and Airflow's CLI classes only
 inside :func:`get_workflow_engine_cli_commands`. The command bodies are loaded lazily, with
 ``lazy_load_command``, from ``runs.py``, ``costs.py``, ``rerun.py``, ``approval.py``,
 ``events.py`` and ``db.py``.
@@ -10,6 +11,8 @@ inside :func:`get_workflow_engine_cli_commands`. The command bodies are loaded l
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from airflow_workflow_engine.kernel.status import Status
 
 if TYPE_CHECKING:
     from airflow.cli.cli_config import CLICommand
@@ -21,7 +24,7 @@ GROUP_NAME = "workflow-engine"
 #: module would import the Task SDK on every ``airflow`` start.
 DEFAULT_CONN_ID = "workflow_engine_default"
 _PACKAGE = "airflow_workflow_engine.cli"
-_STATUSES = ("PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "FAILED", "CANCELLED", "SKIPPED")
+_STATUSES = tuple(status.value for status in Status)
 
 
 def get_workflow_engine_cli_commands() -> list[CLICommand]:

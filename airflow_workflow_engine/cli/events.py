@@ -22,6 +22,7 @@ from airflow_workflow_engine.cli._common import (
     render_table,
     resolve_run,
 )
+from airflow_workflow_engine.kernel.commands import OutboxFlush, OutboxFlushResult, PluginReplayDLQ
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.commands import OutboxFlushResult
@@ -96,7 +97,6 @@ def _kernel(args: Namespace) -> Kernel:
 def _flush_all(kernel: Kernel, run_ids: list[str]) -> OutboxFlushResult:
     """Flushes each run under its outbox lease until nothing is left to try."""
     from airflow_workflow_engine.hooks.events import event_max_retries
-    from airflow_workflow_engine.kernel.commands import OutboxFlush, OutboxFlushResult
 
     total = OutboxFlushResult()
     retries = event_max_retries()
@@ -145,8 +145,6 @@ def events_dlq(args: Namespace) -> None:
 @cli_command(audit=True)
 def events_replay(args: Namespace) -> None:
     """Puts dead-lettered events back in the outbox and delivers them."""
-    from airflow_workflow_engine.kernel.commands import PluginReplayDLQ
-
     run_id = _run_id(args, required=False)
     kernel = _kernel(args)
     dead = kernel.persistence.list_dlq_events(args.limit, run_id)

@@ -33,6 +33,7 @@ from airflow_workflow_engine.cli._common import (
     parse_when,
     render_table,
 )
+from airflow_workflow_engine.host.runs import is_stage_operator, is_stage_task, run_key
 
 if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
@@ -132,7 +133,6 @@ class _Dag:
         """``{task_id: stage id}`` of the stage tasks of a version of the DAG."""
         if self._parsed is not None:
             return {t: s for t, (_, s) in self._parsed.items() if dag.has_task(t)}
-        from airflow_workflow_engine.host.runs import is_stage_task
 
         return {t.task_id: t.task_id for t in dag.tasks if is_stage_task(SimpleNamespace(task=t))}
 
@@ -190,8 +190,6 @@ def _parsed_stage_ids(dag: SerializedDAG) -> dict[str, tuple[str | None, str]] |
     the file cannot be read here."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from airflow_workflow_engine.host.runs import is_stage_operator
-
     fileloc = getattr(dag, "fileloc", None)
     if not fileloc or not Path(fileloc).is_file():
         return None
@@ -238,7 +236,6 @@ def _engine_rows(
     """The workflow run of a DAG run (of its workflow task group ``group``) and its stage
     rows (none before a stage task ran)."""
     from airflow_workflow_engine.host.queries import find_run_by_key
-    from airflow_workflow_engine.host.runs import run_key
 
     run = find_run_by_key(store, run_key(dag_id, run_id, group))
     if run is None:

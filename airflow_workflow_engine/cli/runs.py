@@ -17,6 +17,8 @@ from airflow_workflow_engine.cli._common import (
     resolve_run,
 )
 from airflow_workflow_engine.host.runs import split_run_key
+from airflow_workflow_engine.kernel.approvals import APPROVAL_PREFIX, awaiting_since
+from airflow_workflow_engine.kernel.status import Status
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.records import AnnotationRecord, RunRecord, StageRecord
@@ -37,9 +39,8 @@ _LIST_HEADERS = [
 
 def _awaiting_approval(store: Any, run: RunRecord) -> str | None:
     """Since when an active run waits for a reviewer (``WorkflowApprovalOperator``)."""
-    if run.status.value not in ("RUNNING", "SUSPENDED"):
+    if run.status not in (Status.RUNNING, Status.SUSPENDED):
         return None
-    from airflow_workflow_engine.kernel.approvals import APPROVAL_PREFIX, awaiting_since
 
     return iso(awaiting_since(store.list_annotations(run.id, key_prefix=APPROVAL_PREFIX)))
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from datetime import timezone
 from typing import TYPE_CHECKING, Literal, TypedDict
 
+from airflow_workflow_engine.kernel.commands import StagePollSuspended
+from airflow_workflow_engine.kernel.status import Status
+
 if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.commands import StagePollSuspendedResult
     from airflow_workflow_engine.kernel.kernel import Kernel
@@ -68,12 +71,12 @@ _FINISHED_OUTCOMES: dict[str, PollStatus] = {
     "timed_out": "timed_out",
 }
 #: A stage row's status (the kernel's ``Status`` values) when the poll did not finish it.
-_BY_STATUS: dict[str, PollStatus] = {
-    "COMPLETED": "completed",
-    "PENDING": "requeued",
-    "FAILED": "failed",
-    "CANCELLED": "cancelled",
-    "SKIPPED": "cancelled",
+_BY_STATUS: dict[Status, PollStatus] = {
+    Status.COMPLETED: "completed",
+    Status.PENDING: "requeued",
+    Status.FAILED: "failed",
+    Status.CANCELLED: "cancelled",
+    Status.SKIPPED: "cancelled",
 }
 
 
@@ -89,10 +92,10 @@ def poll_decision(
         return PollDecision(
             "cancelled", f"stage '{stage_id}' of run {workflow_run_id} no longer exists (rerun?)"
         )
-    status = polled.status.value
+    status = polled.status
     if status in _BY_STATUS:
         return PollDecision(_BY_STATUS[status], polled.error)
-    if status != "SUSPENDED":
+    if status is not Status.SUSPENDED:
         return PollDecision("error", f"stage '{stage_id}' is {status}, not SUSPENDED")
     if polled.run_status is None or polled.run_status.is_terminal:
         state = polled.run_status.value if polled.run_status else "gone"
@@ -111,8 +114,6 @@ def poll_stage(
     kernel: Kernel, workflow_run_id: str, stage_id: str, poll_interval: float
 ) -> PollDecision:
     """Polls one suspended stage once (when due) and says what happened."""
-    from airflow_workflow_engine.kernel.commands import StagePollSuspended
-
     result = kernel.dispatch(
         StagePollSuspended(workflow_run_id=workflow_run_id, stage_id=stage_id, max_checks=1)
     )

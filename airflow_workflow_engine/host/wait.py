@@ -21,8 +21,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
+from airflow_workflow_engine.conventions import Approval
 from airflow_workflow_engine.host.queries import find_run_by_key
 from airflow_workflow_engine.host.runs import run_key
+from airflow_workflow_engine.kernel.approvals import approval_state
+from airflow_workflow_engine.kernel.status import Status
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.kernel.ports import Persistence
@@ -48,16 +51,13 @@ SensorStatus = Literal["success", "failed", "timed_out", "error"]
 
 #: The key prefix of the ``Approval`` convention (``approval.status``, ``approval.approver``...).
 APPROVAL_PREFIX = "approval."
-APPROVED = "approved"
-REJECTED = "rejected"
+APPROVED = Approval.APPROVED
+REJECTED = Approval.REJECTED
 
-#: The kernel's statuses (``kernel.status.Status``), spelled out: importing the kernel package
-#: here would cost every DAG file that uses a sensor.
-STATUS_NAMES = frozenset(
-    {"PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "FAILED", "CANCELLED", "SKIPPED"}
-)
-DEFAULT_TARGETS: tuple[str, ...] = ("COMPLETED",)
-DEFAULT_FAILED: tuple[str, ...] = ("FAILED", "CANCELLED")
+#: The kernel's statuses by name (``kernel.status`` loads alone: the kernel package is lazy).
+STATUS_NAMES = frozenset(status.value for status in Status)
+DEFAULT_TARGETS: tuple[str, ...] = (Status.COMPLETED.value,)
+DEFAULT_FAILED: tuple[str, ...] = (Status.FAILED.value, Status.CANCELLED.value)
 
 
 def _statuses(values: Iterable[str] | str, what: str) -> tuple[str, ...]:
@@ -237,14 +237,12 @@ def _check_run(spec: WaitSpec, run: RunRecord) -> Verdict:
 
 
 def _check_approval(persistence: Persistence, spec: WaitSpec, run: RunRecord) -> Verdict:
-    from airflow_workflow_engine.kernel.approvals import approval_state
-
     # Every annotation, in write order: the reruns that void a decision are ``revision.*``.
     state = approval_state(persistence.list_annotations(run.id), spec.key_prefix, spec.stage_id)
     decision = state.decision
     if decision is not None:
         comment = f": {decision.comment}" if decision.comment else " (no comment)"
-        verb = "approved" if decision.approved else "rejected"
+        verb = APPROVED if decision.approved else REJECTED
         return Verdict(
             "success" if decision.approved else "failed",
             f"workflow run {run.id} was {verb} by {decision.approver}{comment}",
@@ -252,7 +250,7 @@ def _check_approval(persistence: Persistence, spec: WaitSpec, run: RunRecord) ->
             decision.status,
             decision.details(),
         )
-    if run.status.value in ("FAILED", "CANCELLED"):
+    if run.status in (Status.FAILED, Status.CANCELLED):
         error = f" ({run.error_message})" if run.error_message else ""
         return Verdict(
             "failed",

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_workflow_engine.conventions import Approval
 from airflow_workflow_engine.definitions.annotations import Actor
+from airflow_workflow_engine.kernel.commands import RunCancel
 from airflow_workflow_engine.kernel.records import AnnotationRecord
 
 if TYPE_CHECKING:
@@ -60,8 +62,8 @@ __all__ = [
 
 #: The key prefix of the ``Approval`` convention.
 APPROVAL_PREFIX = "approval."
-APPROVED = "approved"
-REJECTED = "rejected"
+APPROVED = Approval.APPROVED
+REJECTED = Approval.REJECTED
 #: An approval point asked a reviewer (``WorkflowApprovalOperator``); no decision, it only
 #: tells readers since when the run waits.
 PENDING = "pending"
@@ -115,7 +117,7 @@ class ApprovalDecision:
 
     def describe(self) -> str:
         """``rejected by bob at 2026-06-01T12:00:00+00:00: 'numbers are off'``."""
-        verb = "approved" if self.approved else "rejected"
+        verb = APPROVED if self.approved else REJECTED
         scope = f" (stage '{self.stage_id}')" if self.stage_id else ""
         why = f": {self.comment!r}" if self.comment else " (no comment given)"
         return f"{verb}{scope} by {self.approver} at {self.at.isoformat()}{why}"
@@ -348,8 +350,6 @@ def cancel_rejected_run(kernel: Kernel, workflow_run_id: str, own_key: str, reas
     """Cancels a rejected run with the rejection as its error, when it is the run of the
     approval point's own DAG run (idempotency key ``own_key``); a run of another DAG run is
     left to its own DAG. Returns whether it cancelled the run."""
-    from airflow_workflow_engine.kernel.commands import RunCancel
-
     run = kernel.persistence.get_run(workflow_run_id)
     if run is None or run.idempotency_key != own_key:
         return False

@@ -29,8 +29,18 @@ from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_workflow_engine.conventions import Actor
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID, WorkflowEngineHook
 from airflow_workflow_engine.hooks.errors import engine_errors
+from airflow_workflow_engine.host.runs import run_key
+from airflow_workflow_engine.kernel.approvals import (
+    PENDING,
+    approval_state,
+    cancel_rejected_run,
+    record_approval,
+    rejected_message,
+    rejection_reason,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -126,7 +136,6 @@ class WorkflowApprovalOperator(ApprovalOperator):
     def own_run_key(self, context: Context) -> str:
         """The idempotency key of this DAG run's workflow run (``run.create`` by the stage
         tasks): ``"<dag_id>/<run_id>"`` or ``"<dag_id>/<run_id>/<group_id>"``."""
-        from airflow_workflow_engine.host.runs import run_key
         from airflow_workflow_engine.operators.stage import StageOperator
 
         # Inside a WorkflowTaskGroup, that group's run, as for its stage tasks.
@@ -148,8 +157,6 @@ class WorkflowApprovalOperator(ApprovalOperator):
         return run
 
     def standing_decision(self, kernel: Kernel, run: RunRecord) -> ApprovalDecision | None:
-        from airflow_workflow_engine.kernel.approvals import approval_state
-
         notes = kernel.persistence.list_annotations(run.id)
         state = approval_state(notes, self.key_prefix, _blank(self.stage_id))
         if state.decision is None:
@@ -176,9 +183,6 @@ class WorkflowApprovalOperator(ApprovalOperator):
     def record_request(self, kernel: Kernel, run: RunRecord, context: Context) -> None:
         """Writes ``approval.status`` = ``pending`` (no decision; readers such as ``runs
         list`` show since when the run waits) with the task that asks."""
-        from airflow_workflow_engine.conventions import Actor
-        from airflow_workflow_engine.kernel.approvals import PENDING
-
         ti = context["task_instance"]
         with engine_errors(f"Cannot record the approval request on workflow run {run.id}"):
             kernel.annotations.attach(
@@ -204,7 +208,6 @@ class WorkflowApprovalOperator(ApprovalOperator):
         with engine_errors("The workflow engine is not usable"):
             kernel = self.hook.get_kernel()
         run = self.find_run(kernel, context)
-        from airflow_workflow_engine.kernel.approvals import record_approval
 
         ti = context["task_instance"]
         with engine_errors(f"Cannot record the decision on workflow run {run.id}"):
@@ -230,12 +233,6 @@ class WorkflowApprovalOperator(ApprovalOperator):
     ) -> dict[str, Any]:
         """Approved: the decision, for XCom. Rejected: cancels the DAG run's own workflow
         run with the rejection as its error, then fails the task without retries."""
-        from airflow_workflow_engine.kernel.approvals import (
-            cancel_rejected_run,
-            rejected_message,
-            rejection_reason,
-        )
-
         details = decision.details()
         if decision.approved:
             message = f"workflow run {run.id} was {decision.describe()}"

@@ -36,12 +36,23 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_workflow_engine.conventions import Trigger
+from airflow_workflow_engine.definitions.annotations import Actor
 from airflow_workflow_engine.definitions.stage import Stage
 from airflow_workflow_engine.errors import WorkflowDefinitionError
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID, WorkflowEngineHook
 from airflow_workflow_engine.hooks.errors import engine_errors
 from airflow_workflow_engine.host.derive import workflow_from_dag
 from airflow_workflow_engine.host.runs import first_try_since_clear, run_key, task_verdict
+from airflow_workflow_engine.kernel.commands import (
+    AnnotationSpec,
+    JobExecute,
+    RunClaimPending,
+    RunCreate,
+    RunRerunStages,
+    RunTransition,
+)
+from airflow_workflow_engine.kernel.status import Status
 from airflow_workflow_engine.operators.links import WorkflowRunLink
 
 if TYPE_CHECKING:
@@ -226,8 +237,6 @@ class StageOperator(BaseOperator):
 
     def ensure_run(self, kernel: Kernel, workflow: Workflow, context: Context) -> str:
         """Creates (once per DAG run) and starts the workflow run; returns its id."""
-        from airflow_workflow_engine.kernel.commands import RunClaimPending, RunCreate
-
         dag_run = context["dag_run"]
         key = run_key(self.dag_id, dag_run.run_id, self.workflow_group)
         command = RunCreate(
@@ -301,10 +310,6 @@ class StageOperator(BaseOperator):
         return config
 
     def _trigger_annotation(self, context: Context) -> Any:
-        from airflow_workflow_engine.conventions import Trigger
-        from airflow_workflow_engine.definitions.annotations import Actor
-        from airflow_workflow_engine.kernel.commands import AnnotationSpec
-
         dag_run = context["dag_run"]
         attributes: dict[str, Any] = {
             str(Trigger.source): "airflow",
@@ -328,8 +333,6 @@ class StageOperator(BaseOperator):
         replayed by ``job.execute``. ``run.rerunStages`` checks the row
         (``if_finished_before_attempt``) and reruns only then.
         """
-        from airflow_workflow_engine.kernel.commands import RunRerunStages
-
         ti = context["ti"]
         max_tries = getattr(ti, "max_tries", None)
         if max_tries is None:
@@ -388,8 +391,6 @@ class StageOperator(BaseOperator):
 
     def execute_stage(self, kernel: Kernel, run_id: str, context: Context) -> JobExecuteResult:
         """``job.execute`` for this stage; the try number is the attempt."""
-        from airflow_workflow_engine.kernel.commands import JobExecute
-
         ti = context["ti"]
         max_tries = getattr(ti, "max_tries", None)
         max_attempts = (max_tries if max_tries is not None else self.retries or 0) + 1
@@ -439,8 +440,6 @@ class StageOperator(BaseOperator):
 
     def transition(self, kernel: Kernel, run_id: str) -> str:
         """``run.transition``: completes or fails the run, or opens the next group."""
-        from airflow_workflow_engine.kernel.commands import RunTransition
-
         with engine_errors(f"Cannot advance workflow run {run_id}"):
             outcome = kernel.dispatch(RunTransition(workflow_run_id=run_id))
         from airflow_workflow_engine.hooks.events import deliver_run_events
@@ -454,7 +453,7 @@ class StageOperator(BaseOperator):
         attempt: int,
         run_status: str,
         *,
-        stage_status: str = "COMPLETED",
+        stage_status: str = Status.COMPLETED.value,
         output: Any = None,
         output_ref: str | None = None,
         metrics: Mapping[str, Any] | None = None,

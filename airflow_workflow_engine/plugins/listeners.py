@@ -35,6 +35,7 @@ from airflow.listeners import hookimpl
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
 from airflow_workflow_engine.host.queries import runs_of_dag_run
 from airflow_workflow_engine.host.runs import is_stage_task
+from airflow_workflow_engine.kernel.commands import RunCancel
 
 if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
@@ -145,8 +146,6 @@ def _cancel_run(kernel: Any, run: Any, reason: str, rejection_first: bool) -> Mi
     """``run.cancel``, an external cancel. A final run is left as it is (e.g. ApprovalSensor
     recorded its rejection: that error stays); for a DAG run's failure the run's standing
     rejection goes first in the reason, as the cause."""
-    from airflow_workflow_engine.kernel.commands import RunCancel
-
     result = kernel.dispatch(
         RunCancel(workflow_run_id=run.id, reason=reason, rejection_first=rejection_first)
     )

@@ -31,6 +31,11 @@ from typing import Any, ClassVar
 
 from airflow_workflow_engine.host.runs import run_key
 from airflow_workflow_engine.host.wait import APPROVAL_PREFIX, REJECTED, SensorEvent, WaitKind
+from airflow_workflow_engine.kernel.approvals import (
+    cancel_rejected_run,
+    rejected_message,
+    rejection_reason,
+)
 from airflow_workflow_engine.sensors.stage import WorkflowStateSensor
 
 __all__ = ["ApprovalSensor"]
@@ -76,15 +81,11 @@ class ApprovalSensor(WorkflowStateSensor):
 
     def rejection_reason(self, event: SensorEvent) -> str:
         """``rejected by bob at 2026-06-01T12:00:00+00:00: 'numbers are off' (task ...)``."""
-        from airflow_workflow_engine.kernel.approvals import rejection_reason
-
         return rejection_reason(event["details"], self.task_id, self.dag_id)
 
     def cancel_rejected_run(self, event: SensorEvent) -> bool:
         """Cancels this DAG run's own workflow run with the rejection as the reason; a run of
         another DAG run is left to its own DAG. Returns whether it cancelled the run."""
-        from airflow_workflow_engine.kernel.approvals import cancel_rejected_run
-
         workflow_run_id = event.get("workflow_run_id")
         if not workflow_run_id:
             return False
@@ -101,7 +102,5 @@ class ApprovalSensor(WorkflowStateSensor):
 
     def failure_message(self, event: SensorEvent) -> str:
         if event["observed"] == REJECTED:
-            from airflow_workflow_engine.kernel.approvals import rejected_message
-
             return rejected_message(str(event["workflow_run_id"]), event["details"], self.task_id)
         return super().failure_message(event)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from airflow_workflow_engine._lazy import lazy_exports
 
 __all__ = [
     "CollectingEventSink",
@@ -42,10 +44,4 @@ if TYPE_CHECKING:
     from airflow_workflow_engine.testing.kit import create_test_kernel
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

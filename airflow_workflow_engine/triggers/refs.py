@@ -39,6 +39,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from airflow_workflow_engine.errors import WorkflowDefinitionError
+from airflow_workflow_engine.host.runs import is_stage_operator
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.definitions.workflow import Workflow
@@ -313,8 +314,6 @@ def _parse_dag_file(ref: DagFileRef) -> dict[str, Any]:
 
 
 def _workflow_of_task(task: Any) -> Workflow | None:
-    from airflow_workflow_engine.host.runs import is_stage_operator
-
     if not is_stage_operator(task):
         return None
     try:

@@ -39,6 +39,7 @@ from airflow_workflow_engine.errors import WorkflowEngineError
 from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
 from airflow_workflow_engine.host.poll import PollDecision, PollStatus, poll_stage
 from airflow_workflow_engine.host.runs import KILLED_TASK_STATES
+from airflow_workflow_engine.kernel.commands import RunCancel
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.hooks.engine import EngineSettings
@@ -76,8 +77,6 @@ def cancel_suspended_stage(kernel: Kernel, workflow_run_id: str, stage_id: str, 
     it did. Used by the trigger's ``on_kill`` when a user fails or finishes a deferred task,
     and when the run was cancelled elsewhere (by a listener, in a process that could not call
     ``on_cancel``): ``run.cancel`` with ``stop_stage_id`` stops the job then."""
-    from airflow_workflow_engine.kernel.commands import RunCancel
-
     result = kernel.dispatch(
         RunCancel(workflow_run_id=workflow_run_id, reason=reason, stop_stage_id=stage_id)
     )

@@ -5,8 +5,9 @@ Names load lazily (PEP 562): importing this package does not import SQLAlchemy.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from airflow_workflow_engine._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "SqlPersistence": "store",
@@ -42,16 +43,6 @@ if TYPE_CHECKING:
     from airflow_workflow_engine.persistence.sql.tables import VERSION_TABLE, metadata
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(f"{__name__}.{module_name}")
-    value = getattr(module, name)
-    if name != "migrate":  # the submodule of that name is set here by the import system
-        globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+# ``migrate`` is also a submodule: the helper returns the function and leaves the package
+# attribute to the import system (``migrate.py`` makes that module callable).
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, relative=True)

@@ -21,12 +21,27 @@ Beyond the happy path: ``fail_next`` injects provider-shaped 429/5xx errors with
 
 from __future__ import annotations
 
-from airflow_workflow_engine.testing.fake_llm._script import (
-    BatchOutcome,
-    Provider,
-    RecordedRequest,
-    ScriptedResponse,
-)
-from airflow_workflow_engine.testing.fake_llm._server import FakeLLMServer
+from typing import TYPE_CHECKING
+
+from airflow_workflow_engine._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from airflow_workflow_engine.testing.fake_llm._script import (
+        BatchOutcome,
+        Provider,
+        RecordedRequest,
+        ScriptedResponse,
+    )
+    from airflow_workflow_engine.testing.fake_llm._server import FakeLLMServer
 
 __all__ = ["BatchOutcome", "FakeLLMServer", "Provider", "RecordedRequest", "ScriptedResponse"]
+
+_EXPORTS = {
+    "BatchOutcome": "_script",
+    "Provider": "_script",
+    "RecordedRequest": "_script",
+    "ScriptedResponse": "_script",
+    "FakeLLMServer": "_server",
+}
+
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, relative=True, public=__all__)
