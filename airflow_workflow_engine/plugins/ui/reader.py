@@ -92,7 +92,7 @@ class EngineReader:
         """Everything the run page shows."""
         from airflow_workflow_engine.ai.ledger import money
 
-        stages = self.store.list_stages(run.id, resolve_outputs=False)
+        stages = self.store.list_stages(run.id)
         calls = self.ledger.entries(run.id)
         priced = [c.cost for c in calls if c.cost is not None]
         return RunDetail(

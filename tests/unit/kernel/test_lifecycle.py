@@ -119,7 +119,7 @@ def test_large_output_goes_to_blob_store_and_reads_back(kit: TestKit) -> None:
     raw = kit.persistence.get_stage(run_id, "big")
     assert raw is not None and raw.output is None
     assert raw.output_ref == f"runs/{run_id}/stages/big/output.json"
-    resolved = {s.stage_id: s for s in kit.persistence.list_stages(run_id)}
+    resolved = {s.stage_id: s for s in kit.kernel.list_stages(run_id)}
     assert resolved["big"].output == {"blob": "x" * 300_000}
     assert kit.blob_store.has(f"runs/{run_id}/stages/big/artifact.txt")
 
