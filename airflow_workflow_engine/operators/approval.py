@@ -29,8 +29,9 @@ from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID, WorkflowEngineHook
+from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
 from airflow_workflow_engine.hooks.errors import engine_errors
+from airflow_workflow_engine.hooks.settings import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

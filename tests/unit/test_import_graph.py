@@ -71,8 +71,6 @@ LATE_BOUND = frozenset({(f"{PACKAGE}.definitions.workflow", f"{PACKAGE}.dag")})
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {
     # the hand-written module __getattr__ for SqlLedger (roots: one _lazy helper)
     (f"{PACKAGE}.ai.ledger", f"{PACKAGE}.ai.sql_ledger"): "roots",
-    # event_sink_from_config in the kernel cache of hooks/engine.py (roots: the hook split)
-    (f"{PACKAGE}.hooks.engine", f"{PACKAGE}.hooks.events"): "roots",
     # ConnectionProviderRegistry calls back into hooks/llm.py's helpers (unassigned)
     (f"{PACKAGE}.hooks.llm_registry", f"{PACKAGE}.hooks.llm"): "unassigned",
 }
