@@ -294,6 +294,16 @@ class InMemoryLedger:
     def spent(self, workflow_run_id: str, stage_id: str | None = None) -> Decimal:
         return self.totals(workflow_run_id, stage_id)[0]
 
+    def run_and_stage_totals(
+        self, workflow_run_id: str, stage_id: str
+    ) -> tuple[tuple[Decimal, int], tuple[Decimal, int]]:
+        """``(totals(run), totals(run, stage))`` under one lock (the kernel reads both after
+        every stage)."""
+        with self._lock:
+            run = self._sums.get((workflow_run_id, None, True), (Decimal(0), 0))
+            stage = self._sums.get((workflow_run_id, stage_id, False), (Decimal(0), 0))
+        return (money(run[0]), run[1]), (money(stage[0]), stage[1])
+
     def rollup(
         self,
         group_by: Sequence[str] = ("model_key",),

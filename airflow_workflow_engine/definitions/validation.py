@@ -121,3 +121,13 @@ def to_json(value: BaseModel | dict[str, Any] | None) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", by_alias=True)
     return {k: to_json(v) if isinstance(v, BaseModel) else v for k, v in value.items()}
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists and scalars), much cheaper than
+    ``copy.deepcopy``."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value

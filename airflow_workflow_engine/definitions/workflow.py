@@ -12,6 +12,7 @@ from airflow_workflow_engine.definitions.config import model_key_problems
 from airflow_workflow_engine.definitions.ids import is_well_formed_stage_id
 from airflow_workflow_engine.definitions.stage import Stage
 from airflow_workflow_engine.definitions.validation import (
+    copy_json,
     join_sentences,
     unknown_keys,
     validate_model,
@@ -49,6 +50,9 @@ class Workflow:
         self._groups = tuple(groups)
         self._stages = {s.id: s for group in groups for s in group}
         self._group_of = {s.id: n for n, group in enumerate(groups) for s in group}
+        self._number = {sid: n for n, sid in enumerate(self._stages)}
+        #: Per (stage id, known providers): the stage's default config, validated once.
+        self._default_configs: dict[tuple[str, tuple[str, ...] | None], dict[str, Any]] = {}
 
     # -- shape -----------------------------------------------------------------------------
     def stage_ids(self) -> list[str]:
@@ -74,6 +78,11 @@ class Workflow:
     def group_of(self, stage_id: str) -> int:
         self.get_stage(stage_id)
         return self._group_of[stage_id]
+
+    def stage_number(self, stage_id: str) -> int:
+        """The stage's position in the workflow (0-based, in group order)."""
+        self.get_stage(stage_id)
+        return self._number[stage_id]
 
     def stages(self) -> list[AnyStage]:
         return list(self._stages.values())
@@ -144,6 +153,21 @@ class Workflow:
         return merged
 
     def _validate_stage_config(
+        self, sid: str, part: Any, model_providers: Collection[str] | None
+    ) -> dict[str, Any]:
+        if isinstance(part, Mapping) and not part:
+            # Most runs give a stage no config: its defaults are validated once (a copy each
+            # time, as a run may keep and change its config dicts).
+            key = (sid, None if model_providers is None else tuple(model_providers))
+            defaults = self._default_configs.get(key)
+            if defaults is None:
+                defaults = self._check_stage_config(sid, part, model_providers)
+                self._default_configs[key] = defaults
+            copied: dict[str, Any] = copy_json(defaults)
+            return copied
+        return self._check_stage_config(sid, part, model_providers)
+
+    def _check_stage_config(
         self, sid: str, part: Any, model_providers: Collection[str] | None
     ) -> dict[str, Any]:
         st = self._stages[sid]

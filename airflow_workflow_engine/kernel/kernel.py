@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -41,6 +40,7 @@ from airflow_workflow_engine.kernel.records import (
     OutboxEvent,
     RunRecord,
     StageRecord,
+    new_id,
 )
 from airflow_workflow_engine.kernel.stage_io import build_workflow_context, resolve_stage_input
 from airflow_workflow_engine.kernel.status import Status, check_run_transition
@@ -50,6 +50,9 @@ __all__ = ["CostLedger", "Kernel", "KernelSettings", "SystemClock", "create_kern
 logger = logging.getLogger("airflow_workflow_engine.kernel")
 
 T = TypeVar("T")
+
+#: ``json.dumps(value, separators=(",", ":"))`` without building an encoder per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 class SystemClock:
@@ -124,7 +127,8 @@ class Kernel:
         """
         cmd = c.parse_command(command)
         handler, result_type = self._handlers[cmd.type]
-        key = getattr(cmd, "idempotency_key", None)
+        # Read from the fields: getattr on a model without the field raises inside pydantic.
+        key = cmd.__dict__.get("idempotency_key")
         if key is None:
             return handler(self, cmd)
         now = self.now()
@@ -149,7 +153,7 @@ class Kernel:
 
     @staticmethod
     def new_id() -> str:
-        return uuid.uuid4().hex
+        return new_id()
 
     def model_providers(self) -> list[str] | None:
         """The providers model keys in stage config may name, when the ``ai_factory`` says
@@ -193,7 +197,7 @@ class Kernel:
         event = self.persistence.append_event(
             run.id, type, payload, occurred_at=self.now(), run_changes=changes
         )
-        return run.model_copy(update={**changes, "event_sequence": event.sequence})
+        return run.evolve(**{**changes, "event_sequence": event.sequence})
 
     def set_run_status_and_emit(
         self, run: RunRecord, target: Status, type: str, payload: dict[str, Any], **changes: Any
@@ -220,7 +224,6 @@ class Kernel:
         ``existing``: the run's stage ids as read in this transaction (else they are read).
         """
         now = self.now()
-        order = {sid: i for i, sid in enumerate(workflow.stage_ids())}
         group = workflow.group(number)
         if existing is None:
             if len(group) == 1:
@@ -238,7 +241,7 @@ class Kernel:
                     workflow_run_id=run.id,
                     stage_id=st.id,
                     stage_name=st.name,
-                    stage_number=order[st.id],
+                    stage_number=workflow.stage_number(st.id),
                     execution_group=number,
                     config=run.config.get(st.id, {}),
                     created_at=now,
@@ -345,7 +348,7 @@ class Kernel:
 
         Call outside transactions: the blob write is I/O.
         """
-        data = json.dumps(value, separators=(",", ":")).encode()
+        data = _COMPACT_JSON.encode(value).encode()
         if len(data) <= self.settings.output_blob_threshold:
             return {"output": value, "output_ref": None}
         key = stage_prefix(run_id, stage_id) + "output.json"
@@ -361,7 +364,7 @@ class Kernel:
         if record.output_ref is None:
             return record
         output = json.loads(self.blob_store.get(record.output_ref))
-        return record.model_copy(update={"output": output})
+        return record.evolve(output=output)
 
     def list_stages(self, workflow_run_id: str) -> list[StageRecord]:
         """The run's stage rows in order, their outputs loaded (:meth:`load_output`)."""
@@ -384,8 +387,9 @@ class Kernel:
         transactions."""
         st = workflow.get_stage(stage_id)
         rows = self.persistence.list_stages(run.id) if records is None else records
-        loaded = [self.load_output(r) for r in rows]
-        context = build_workflow_context(workflow, loaded, workflow.group_of(stage_id))
+        if any(r.output_ref is not None for r in rows):
+            rows = [self.load_output(r) for r in rows]
+        context = build_workflow_context(workflow, rows, workflow.group_of(stage_id))
         stage_input = resolve_stage_input(workflow, run, st, context)
         config = workflow.stage_config(stage_id, run.config)
         on_progress = self.on_progress
@@ -414,6 +418,8 @@ class Kernel:
         self, run_id: str, stage_id: str, buffer: StageBuffer, attempt: int | None
     ) -> None:
         """Annotations, logs and progress of one attempt. Call inside the outcome transaction."""
+        if not (buffer.annotations or buffer.logs or buffer.progress):
+            return
         now = self.now()
         for pending in buffer.annotations:
             self.persistence.insert_annotation(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,11 +19,37 @@ __all__ = [
     "OutboxEvent",
     "RunRecord",
     "StageRecord",
+    "new_id",
 ]
+
+R = TypeVar("R", bound="_Record")
+
+_set_attribute = object.__setattr__
+# The version (4) and variant (RFC 4122) bits of a random UUID.
+_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_id() -> str:
+    """A new row id: a random UUID (version 4) in 32 hex digits, like ``uuid.uuid4().hex``
+    at less than half its cost (a run creates some 25 ids)."""
+    return "%032x" % (int.from_bytes(os.urandom(16), "big") & _UUID4_KEEP | _UUID4_BITS)
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def evolve(self: R, **changes: Any) -> R:
+        """``model_copy(update=changes)`` (a shallow copy, ``changes`` not validated) at half
+        its cost: records have no extra or private attributes to copy, and the stores copy a
+        record on every write."""
+        new = object.__new__(type(self))
+        fields_set = self.__pydantic_fields_set__ | changes.keys()
+        _set_attribute(new, "__dict__", {**self.__dict__, **changes})
+        _set_attribute(new, "__pydantic_fields_set__", fields_set)
+        _set_attribute(new, "__pydantic_extra__", None)
+        _set_attribute(new, "__pydantic_private__", None)
+        return new
 
 
 class RunRecord(_Record):

@@ -7,8 +7,7 @@ inside a ``transaction()`` block that raises, so "nothing half-written" holds he
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -21,6 +20,7 @@ from airflow_workflow_engine.kernel.records import (
     OutboxEvent,
     RunRecord,
     StageRecord,
+    new_id,
 )
 from airflow_workflow_engine.kernel.status import Status
 
@@ -34,19 +34,17 @@ _MISSING = object()
 
 class _Transaction:
     """The store's (re-entrant) transaction: the outermost one undoes every logged write on
-    an exception. A plain class rather than ``@contextmanager``: it is entered several times
-    per command, and the generator machinery was a measurable share of a run."""
+    an exception. One per store, entered by every write (several dozen times per run): a
+    plain class rather than ``@contextmanager``, and the nesting depth lives in the store."""
 
-    __slots__ = ("_outermost", "_store")
+    __slots__ = ("_store",)
 
     def __init__(self, store: InMemoryPersistence) -> None:
         self._store = store
-        self._outermost = False
 
     def __enter__(self) -> None:
         store = self._store
         store._lock.acquire()
-        self._outermost = store._depth == 0
         store._depth += 1
 
     def __exit__(
@@ -56,14 +54,19 @@ class _Transaction:
         tb: TracebackType | None,
     ) -> None:
         store = self._store
+        store._depth -= 1
+        if store._depth:
+            store._lock.release()
+            return
         try:
-            if self._outermost:
-                if exc_type is not None:
-                    for undo in reversed(store._undo):
-                        undo()
-                store._undo.clear()
+            if exc_type is not None:
+                for table, key, old in reversed(store._undo):
+                    if old is _MISSING:
+                        table.pop(key, None)
+                    else:
+                        table[key] = old
         finally:
-            store._depth -= 1
+            store._undo.clear()
             store._lock.release()
 
 
@@ -71,7 +74,9 @@ class InMemoryPersistence:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._depth = 0
-        self._undo: list[Callable[[], None]] = []
+        #: (table, key, previous value or _MISSING) of each write inside a transaction.
+        self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
+        self._tx = _Transaction(self)
         self.runs: dict[str, RunRecord] = {}
         self.stages: dict[str, dict[str, StageRecord]] = {}
         self.logs: dict[str, dict[str, LogRecord]] = {}
@@ -87,29 +92,21 @@ class InMemoryPersistence:
 
     # -- transactions ----------------------------------------------------------------------
     def transaction(self) -> _Transaction:
-        return _Transaction(self)
+        return self._tx
 
     def _set(self, table: dict[K, V], key: K, value: V) -> None:
-        old: Any = table.get(key, _MISSING)
-        table[key] = value
         if self._depth:
-            self._undo.append(lambda: self._restore(table, key, old))
+            self._undo.append((table, key, table.get(key, _MISSING)))
+        table[key] = value
 
     def _del(self, table: dict[K, V], key: K) -> None:
         old: Any = table.pop(key, _MISSING)
         if self._depth and old is not _MISSING:
-            self._undo.append(lambda: self._restore(table, key, old))
-
-    @staticmethod
-    def _restore(table: dict[Any, Any], key: Any, old: Any) -> None:
-        if old is _MISSING:
-            table.pop(key, None)
-        else:
-            table[key] = old
+            self._undo.append((table, key, old))
 
     # -- runs ------------------------------------------------------------------------------
     def insert_run(self, run: RunRecord) -> None:
-        with self.transaction():
+        with self._tx:
             if run.id in self.runs:
                 raise ValueError(f"run {run.id} exists")
             self._put_run(run)
@@ -142,11 +139,11 @@ class InMemoryPersistence:
             return None if run_id is None else self.runs.get(run_id)
 
     def update_run(self, workflow_run_id: str, **changes: Any) -> RunRecord:
-        with self.transaction():
+        with self._tx:
             run = self.runs.get(workflow_run_id)
             if run is None:
                 raise RunNotFoundError(workflow_run_id)
-            new = run.model_copy(update=changes)
+            new = run.evolve(**changes)
             self._put_run(new)
             return new
 
@@ -169,7 +166,7 @@ class InMemoryPersistence:
 
     # -- stages ----------------------------------------------------------------------------
     def insert_stage(self, stage: StageRecord) -> None:
-        with self.transaction():
+        with self._tx:
             if stage.stage_id in self.stages.get(stage.workflow_run_id, {}):
                 raise ValueError(f"stage {stage.stage_id} of run {stage.workflow_run_id} exists")
             self._put_stage(stage)
@@ -193,16 +190,16 @@ class InMemoryPersistence:
         return rows
 
     def update_stage(self, workflow_run_id: str, stage_id: str, **changes: Any) -> StageRecord:
-        with self.transaction():
+        with self._tx:
             stage = self.stages.get(workflow_run_id, {}).get(stage_id)
             if stage is None:
                 raise KeyError(f"stage {stage_id} of run {workflow_run_id} does not exist")
-            new = stage.model_copy(update=changes)
+            new = stage.evolve(**changes)
             self._put_stage(new)
             return new
 
     def delete_stages(self, workflow_run_id: str, stage_ids: Sequence[str]) -> int:
-        with self.transaction():
+        with self._tx:
             count = 0
             table = self.stages.get(workflow_run_id, {})
             for sid in stage_ids:
@@ -243,7 +240,7 @@ class InMemoryPersistence:
 
     # -- logs ------------------------------------------------------------------------------
     def insert_logs(self, logs: Sequence[LogRecord]) -> None:
-        with self.transaction():
+        with self._tx:
             for log in logs:
                 self._set(self.logs.setdefault(log.workflow_run_id, {}), log.id, log)
 
@@ -266,20 +263,18 @@ class InMemoryPersistence:
         causation_id: str | None = None,
         run_changes: Mapping[str, Any] | None = None,
     ) -> OutboxEvent:
-        with self.transaction():
+        with self._tx:
             old = self.runs.get(workflow_run_id)
             if old is None:
                 raise RunNotFoundError(workflow_run_id)
-            run = old.model_copy(
-                update={**(run_changes or {}), "event_sequence": old.event_sequence + 1}
-            )
+            run = old.evolve(**{**(run_changes or {}), "event_sequence": old.event_sequence + 1})
             if run_changes:
                 self._put_run(run)
             else:
                 # Only the sequence moves: no status or key index to touch.
                 self._set(self.runs, workflow_run_id, run)
             event = OutboxEvent(
-                id=uuid.uuid4().hex,
+                id=new_id(),
                 workflow_run_id=workflow_run_id,
                 sequence=run.event_sequence,
                 type=type,
@@ -315,8 +310,8 @@ class InMemoryPersistence:
         return rows[:limit]
 
     def _update_event(self, event_id: str, **changes: Any) -> None:
-        with self.transaction():
-            event = self.events[event_id].model_copy(update=changes)
+        with self._tx:
+            event = self.events[event_id].evolve(**changes)
             self._set(self.events, event_id, event)
             # The index holds exactly the events a flush may publish: not yet published and
             # not dead-lettered (a requeue puts them back).
@@ -330,9 +325,12 @@ class InMemoryPersistence:
         self._update_event(event_id, published_at=at)
 
     def mark_events_published(self, event_ids: Sequence[str], at: datetime) -> None:
-        with self.transaction():
+        with self._tx:
+            events, pending = self.events, self._unpublished
             for eid in event_ids:
-                self._update_event(eid, published_at=at)
+                # A published event leaves the index of pending ones.
+                self._set(events, eid, events[eid].evolve(published_at=at))
+                self._del(pending, eid)
 
     def record_event_failure(
         self, event_id: str, error: str, retry_count: int, dlq_at: datetime | None
@@ -352,7 +350,7 @@ class InMemoryPersistence:
         return rows[:limit]
 
     def requeue_dlq_events(self, event_ids: Sequence[str]) -> int:
-        with self.transaction():
+        with self._tx:
             for eid in event_ids:
                 self._update_event(eid, dlq_at=None, retry_count=0)
             return len(event_ids)
@@ -380,8 +378,8 @@ class InMemoryPersistence:
     def complete_idempotency(self, key: str, command_type: str, result: Any) -> None:
         with self._lock:
             rec = self.idempotency[(key, command_type)]
-            self.idempotency[(key, command_type)] = rec.model_copy(
-                update={"state": "completed", "result": result, "expires_at": None}
+            self.idempotency[(key, command_type)] = rec.evolve(
+                state="completed", result=result, expires_at=None
             )
 
     def release_idempotency(self, key: str, command_type: str) -> None:
@@ -390,7 +388,7 @@ class InMemoryPersistence:
 
     # -- annotations -----------------------------------------------------------------------
     def insert_annotation(self, annotation: AnnotationRecord) -> bool:
-        with self.transaction():
+        with self._tx:
             table = self.annotations.setdefault(annotation.workflow_run_id, {})
             if annotation.idempotency_key is not None:
                 for a in table.values():

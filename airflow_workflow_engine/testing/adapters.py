@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from airflow_workflow_engine.kernel.ports import Clock, JobRequest
-from airflow_workflow_engine.kernel.records import Job, OutboxEvent
+from airflow_workflow_engine.kernel.records import Job, OutboxEvent, new_id
 
 __all__ = ["CollectingEventSink", "InMemoryJobTransport", "NoopScheduler", "ScheduledCommand"]
 
@@ -36,7 +35,7 @@ class InMemoryJobTransport:
         with self._lock:
             for req in requests:
                 job = Job(
-                    job_id=uuid.uuid4().hex,
+                    job_id=new_id(),
                     workflow_run_id=req.workflow_run_id,
                     workflow_id=req.workflow_id,
                     stage_id=req.stage_id,
@@ -68,15 +67,13 @@ class InMemoryJobTransport:
             if not due:
                 return None
             job = min(due, key=lambda j: (-j.priority, j.available_at or now))
-            leased = job.model_copy(
-                update={"status": "running", "worker_id": worker_id, "locked_at": now}
-            )
+            leased = job.evolve(status="running", worker_id=worker_id, locked_at=now)
             self._put(leased)
             return leased
 
     def _update(self, job_id: str, **changes: Any) -> None:
         with self._lock:
-            self._put(self.jobs[job_id].model_copy(update=changes))
+            self._put(self.jobs[job_id].evolve(**changes))
 
     def complete(self, job_id: str) -> None:
         self._update(job_id, status="completed")

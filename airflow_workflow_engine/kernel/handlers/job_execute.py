@@ -37,6 +37,7 @@ class _Started:
     attempt: int
     #: The run's stage rows as phase 1 read them (outputs not resolved from the blob store).
     records: list[StageRecord]
+    workflow: Workflow
 
 
 def _result(cmd: JobExecute, outcome: Any, attempt: int, **fields: Any) -> JobExecuteResult:
@@ -149,15 +150,14 @@ def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
         run = k.emit_with_run_changes(
             run, "stage:started", {"stage_id": rec.stage_id, "attempt": attempt}, **changes
         )
-        return _Started(run, rec, attempt, records)
+        return _Started(run, rec, attempt, records, wf)
 
 
 def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
     started = _phase1(k, cmd)
     if isinstance(started, JobExecuteResult):
         return started
-    run, rec, attempt = started.run, started.stage, started.attempt
-    wf = k.workflow(run.workflow_id)
+    run, rec, attempt, wf = started.run, started.stage, started.attempt, started.workflow
     stage = wf.get_stage(rec.stage_id)
 
     # Phase 2: no transaction, no lock.
@@ -233,9 +233,8 @@ def _complete(
 ) -> JobExecuteResult:
     now = k.now()
     # The ledger's roll-up wins over a stage's own metric of the same name.
-    metrics = {**buffer.metrics, **outcome.metrics, **ai}
     duration = (now - rec.started_at).total_seconds() if rec.started_at else None
-    metrics = {**metrics, "duration_seconds": duration}
+    metrics = {**buffer.metrics, **outcome.metrics, **ai, "duration_seconds": duration}
     k.persistence.update_stage(
         rec.workflow_run_id,
         rec.stage_id,

@@ -191,6 +191,39 @@ def test_validate_config_without_required_fields() -> None:
     assert wf.validate_config(None) == wf.validate_config({})
 
 
+class NestedConfig(BaseModel):
+    tags: list[str] = Field(default_factory=lambda: ["a"])
+    limits: dict[str, list[int]] = Field(default_factory=lambda: {"x": [1, 2]})
+    model: str = Field("openai:gpt-5-mini", json_schema_extra={"x-model-key": True})
+
+
+def test_validate_config_defaults_are_a_new_copy_each_time() -> None:
+    # A stage given no config gets its validated defaults from a per-workflow cache: each
+    # run still gets its own dicts and lists.
+    wf = _builder().pipe(_stage("clean", config=NestedConfig)).build()
+    expected = {"clean": {"tags": ["a"], "limits": {"x": [1, 2]}, "model": "openai:gpt-5-mini"}}
+    first = wf.validate_config()
+    assert first == expected
+    first["clean"]["tags"].append("changed")
+    first["clean"]["limits"]["x"].append(3)
+    first["clean"]["extra"] = True
+    second = wf.validate_config({"clean": {}})
+    assert second == expected
+    assert second["clean"]["limits"] is not first["clean"]["limits"]
+    assert wf.validate_config({"clean": {"tags": []}})["clean"]["tags"] == []
+
+
+def test_validate_config_default_cache_checks_model_keys_per_provider_set() -> None:
+    wf = _builder().pipe(_stage("clean", config=NestedConfig)).build()
+    assert wf.validate_config(model_providers=["openai"])["clean"]["model"] == "openai:gpt-5-mini"
+    with pytest.raises(ConfigValidationError, match=r"clean\.model"):
+        wf.validate_config(model_providers=["mock"])
+    with pytest.raises(ConfigValidationError, match=r"clean\.model"):
+        wf.validate_config(model_providers=["mock"])  # refused again, not served from a cache
+    assert wf.validate_config(model_providers=["openai", "mock"])["clean"]["tags"] == ["a"]
+    assert wf.validate_config()["clean"]["model"] == "openai:gpt-5-mini"  # not checked
+
+
 def test_validate_config_missing_required_field(workflow: Workflow) -> None:
     with pytest.raises(ConfigValidationError) as err:
         workflow.validate_config({})
