@@ -56,7 +56,7 @@ def run_in_process(run_input: dict[str, Any]) -> int:
     run = run_to_completion(kit.kernel, kit.job_transport, run_id)
 
     print("\nStages:")
-    for rec in kit.persistence.list_stages(run_id):
+    for rec in kit.kernel.list_stages(run_id):
         print(
             f"  [{rec.execution_group + 1}] {rec.stage_id:<10} {rec.status.value:<10} "
             f"attempt {rec.attempt}  output={_short(rec.output)}"

@@ -143,7 +143,7 @@ def _report(airflow: EmbeddedAirflow, run_id: str, tis: Mapping[str, Mapping[str
             return 1
         print(f"\nWorkflow run {run.id} (kernel) <-> DAG run {run_id} (Airflow)")
         print("\nStages, from the kernel's wfe_ tables (and the Airflow task of each):")
-        stages = kernel.persistence.list_stages(run.id)
+        stages = kernel.list_stages(run.id)
         for rec in stages:
             ti = tis.get(rec.stage_id, {})
             cost = rec.metrics.get("ai_cost")

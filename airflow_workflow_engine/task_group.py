@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TaskGroup
 
-from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
+from airflow_workflow_engine.hooks.settings import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.definitions.workflow import Workflow

@@ -71,7 +71,8 @@ def db_current(args: Namespace) -> None:
 def _owner_url(owner_conn_id: str | None) -> URL:
     """The tables' owner: ``--owner-conn-id``, else Airflow's own metadata database URL (the
     one ``airflow db migrate`` creates the tables with)."""
-    from airflow_workflow_engine.hooks.engine import WorkflowEngineHook, normalize_config_url
+    from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
+    from airflow_workflow_engine.hooks.settings import normalize_config_url
     from airflow_workflow_engine.persistence.sql.engine import normalize_url
 
     if owner_conn_id:

@@ -240,7 +240,7 @@ def _engine_rows(
     run = find_run_by_key(store, run_key(dag_id, run_id, group))
     if run is None:
         return None, {}
-    return run, {s.stage_id: s for s in store.list_stages(run.id, resolve_outputs=False)}
+    return run, {s.stage_id: s for s in store.list_stages(run.id)}
 
 
 def _plan_run(

@@ -147,7 +147,7 @@ def runs_show(args: Namespace) -> None:
     """One workflow run: status, input, error, stages and annotations."""
     with open_store(args.conn_id) as store:
         run = resolve_run(store, args.dag_id, args.run_id, args.workflow_run_id)
-        stages = store.list_stages(run.id, resolve_outputs=False)
+        stages = store.list_stages(run.id)
         notes = store.list_annotations(run.id)
     summary = _run_row(run)
     stage_rows = [_stage_row(s) for s in stages]

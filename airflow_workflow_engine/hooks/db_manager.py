@@ -75,9 +75,9 @@ def _sqlite_path(url: URL) -> str:
 
 def configured_engine_url() -> str | None:
     """The engine's database URL if one is configured, else ``None``."""
-    from airflow_workflow_engine.hooks.engine import (
+    from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
+    from airflow_workflow_engine.hooks.settings import (
         EngineNotConfiguredError,
-        WorkflowEngineHook,
         settings_from_config,
     )
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_workflow_engine.hooks.engine import EngineNotConfiguredError, _conf_get
+from airflow_workflow_engine.hooks.settings import EngineNotConfiguredError, conf_get
 from airflow_workflow_engine.host.ports import LoggingEventSink
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def load_plugins(spec: str) -> list[Plugin]:
 
 
 def event_max_retries() -> int:
-    raw = _conf_get("event_max_retries", str(DEFAULT_EVENT_MAX_RETRIES))
+    raw = conf_get("event_max_retries", str(DEFAULT_EVENT_MAX_RETRIES))
     try:
         value = int(raw)
     except ValueError:
@@ -116,7 +116,7 @@ class PluginEventSink(LoggingEventSink):
 
 def event_sink_from_config() -> PluginEventSink:
     """The event sink of a process's kernel, with the plugins of ``event_plugins``."""
-    return PluginEventSink(load_plugins(_conf_get("event_plugins")))
+    return PluginEventSink(load_plugins(conf_get("event_plugins")))
 
 
 def deliver_run_events(kernel: Kernel, workflow_run_id: str) -> OutboxFlushResult | None:

@@ -113,7 +113,6 @@ class Kernel:
         self.on_progress = on_progress
         self.ledger = ledger
         self.annotations = AnnotationsApi(self)
-        persistence.attach_blob_store(blob_store)
         from airflow_workflow_engine.kernel.handlers import HANDLERS
 
         self._handlers = HANDLERS
@@ -177,7 +176,7 @@ class Kernel:
     def require_run_with_stages(
         self, workflow_run_id: str, *, for_update: bool = False
     ) -> tuple[RunRecord, list[StageRecord]]:
-        """The run and its stage rows (outputs not resolved from the blob store), one read."""
+        """The run and its stage rows (outputs in the blob store not loaded), one read."""
         run, stages = self.persistence.get_run_with_stages(workflow_run_id, for_update=for_update)
         if run is None:
             raise RunNotFoundError(workflow_run_id)
@@ -231,9 +230,7 @@ class Kernel:
                 found = self.persistence.get_stage(run.id, group[0].id)
                 existing = () if found is None else (found.stage_id,)
             else:
-                existing = {
-                    s.stage_id for s in self.persistence.list_stages(run.id, resolve_outputs=False)
-                }
+                existing = {s.stage_id for s in self.persistence.list_stages(run.id)}
         requests = []
         for st in group:
             if st.id in existing:
@@ -265,7 +262,7 @@ class Kernel:
         """Marks every non-terminal stage of a run CANCELLED (cascade of a cancel or failure)."""
         now = self.now()
         cancelled = []
-        for rec in self.persistence.list_stages(run_id, resolve_outputs=False):
+        for rec in self.persistence.list_stages(run_id):
             if not rec.status.is_terminal:
                 cancelled.append(rec)
                 self.persistence.update_stage(
@@ -358,6 +355,21 @@ class Kernel:
         self.blob_store.put(key, data, "application/json")
         return {"output": None, "output_ref": key}
 
+    def load_output(self, record: StageRecord) -> StageRecord:
+        """The stage row with its output: read back from the blob store when
+        :meth:`store_output` moved it there (``output_ref`` set), else the row as it is.
+
+        Blob I/O: outside transactions where the caller can.
+        """
+        if record.output_ref is None:
+            return record
+        output = json.loads(self.blob_store.get(record.output_ref))
+        return record.evolve(output=output)
+
+    def list_stages(self, workflow_run_id: str) -> list[StageRecord]:
+        """The run's stage rows in order, their outputs loaded (:meth:`load_output`)."""
+        return [self.load_output(r) for r in self.persistence.list_stages(workflow_run_id)]
+
     def build_context(
         self,
         run: RunRecord,
@@ -370,12 +382,14 @@ class Kernel:
         records: Sequence[StageRecord] | None = None,
     ) -> StageContext[Any, Any]:
         """Input, config and earlier outputs of a stage, validated. Raises the engine's
-        validation errors (never retried). ``records``: the run's stages with their outputs,
-        when the caller read them already."""
+        validation errors (never retried). ``records``: the run's stage rows, when the caller
+        read them already. Outputs in the blob store are loaded here: call it outside
+        transactions."""
         st = workflow.get_stage(stage_id)
-        if records is None:
-            records = self.persistence.list_stages(run.id)
-        context = build_workflow_context(workflow, records, workflow.group_of(stage_id))
+        rows = self.persistence.list_stages(run.id) if records is None else records
+        if any(r.output_ref is not None for r in rows):
+            rows = [self.load_output(r) for r in rows]
+        context = build_workflow_context(workflow, rows, workflow.group_of(stage_id))
         stage_input = resolve_stage_input(workflow, run, st, context)
         config = workflow.stage_config(stage_id, run.config)
         on_progress = self.on_progress

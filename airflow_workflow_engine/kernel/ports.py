@@ -141,13 +141,13 @@ class Persistence(Protocol):
 
     Calls made inside ``with transaction():`` commit together or not at all; calls outside
     one are each atomic. ``transaction()`` nests (inner blocks join the outer one).
+
+    Rows come back as stored: a stage output that was moved to the blob store is ``output``
+    ``None`` with ``output_ref`` set; the kernel, which holds the blob store, loads it
+    (:meth:`Kernel.load_output <airflow_workflow_engine.kernel.kernel.Kernel.load_output>`).
     """
 
     def transaction(self) -> AbstractContextManager[None]: ...
-
-    def attach_blob_store(self, blob_store: BlobStore) -> None:
-        """Lets reads resolve outputs that were moved to the blob store."""
-        ...
 
     # runs ---------------------------------------------------------------------------------
     def insert_run(self, run: RunRecord) -> None: ...
@@ -159,8 +159,8 @@ class Persistence(Protocol):
     def get_run_with_stages(
         self, workflow_run_id: str, *, for_update: bool = False
     ) -> tuple[RunRecord | None, list[StageRecord]]:
-        """``get_run`` and ``list_stages(resolve_outputs=False)`` in one read (one statement
-        on SQL); ``(None, [])`` for an unknown run."""
+        """``get_run`` and ``list_stages`` in one read (one statement on SQL); ``(None, [])``
+        for an unknown run."""
         ...
 
     def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
@@ -187,10 +187,8 @@ class Persistence(Protocol):
         """The raw row: ``output`` is ``None`` and ``output_ref`` set for blob-stored outputs."""
         ...
 
-    def list_stages(
-        self, workflow_run_id: str, *, resolve_outputs: bool = True
-    ) -> list[StageRecord]:
-        """Ordered by stage number; outputs resolved from the blob store unless told not to."""
+    def list_stages(self, workflow_run_id: str) -> list[StageRecord]:
+        """The raw rows, ordered by stage number (then stage id)."""
         ...
 
     def update_stage(self, workflow_run_id: str, stage_id: str, **changes: Any) -> StageRecord: ...

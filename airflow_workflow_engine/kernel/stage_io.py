@@ -28,7 +28,7 @@ __all__ = [
     "build_workflow_context",
     "group_output",
     "interpret_return",
-    "load_output",
+    "output_model",
     "resolve_stage_input",
     "validate_output",
 ]
@@ -72,7 +72,7 @@ def interpret_return(stage: AnyStage, raw: Any) -> StageOutput | Suspended:
     return StageOutput(validate_output(stage, raw))
 
 
-def load_output(stage: AnyStage, value: Any) -> BaseModel:
+def output_model(stage: AnyStage, value: Any) -> BaseModel:
     """A stored JSON output back as an instance of the stage's output model."""
     model: BaseModel = stage.output.model_validate(value)
     return model
@@ -92,7 +92,7 @@ def build_workflow_context(
         for st in workflow.group(number):
             rec = done.get(st.id)
             if rec is not None and rec.output is not None:
-                context[st.id] = load_output(st, rec.output)
+                context[st.id] = output_model(st, rec.output)
     return context
 
 

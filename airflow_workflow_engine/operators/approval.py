@@ -30,8 +30,9 @@ from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_workflow_engine.conventions import Actor
-from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID, WorkflowEngineHook
+from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
 from airflow_workflow_engine.hooks.errors import engine_errors
+from airflow_workflow_engine.hooks.settings import DEFAULT_CONN_ID
 from airflow_workflow_engine.host.runs import run_key
 from airflow_workflow_engine.kernel.approvals import (
     PENDING,

@@ -40,8 +40,9 @@ from airflow_workflow_engine.conventions import Trigger
 from airflow_workflow_engine.definitions.annotations import Actor
 from airflow_workflow_engine.definitions.stage import Stage
 from airflow_workflow_engine.errors import WorkflowDefinitionError
-from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID, WorkflowEngineHook
+from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
 from airflow_workflow_engine.hooks.errors import engine_errors
+from airflow_workflow_engine.hooks.settings import DEFAULT_CONN_ID
 from airflow_workflow_engine.host.derive import workflow_from_dag
 from airflow_workflow_engine.host.runs import first_try_since_clear, run_key, task_verdict
 from airflow_workflow_engine.kernel.commands import (

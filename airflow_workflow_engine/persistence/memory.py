@@ -6,7 +6,6 @@ inside a ``transaction()`` block that raises, so "nothing half-written" holds he
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -14,7 +13,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from airflow_workflow_engine.errors import IdempotencyInProgressError, RunNotFoundError
-from airflow_workflow_engine.kernel.ports import BlobStore
 from airflow_workflow_engine.kernel.records import (
     AnnotationRecord,
     IdempotencyRecord,
@@ -73,13 +71,12 @@ class _Transaction:
 
 
 class InMemoryPersistence:
-    def __init__(self, blob_store: BlobStore | None = None) -> None:
+    def __init__(self) -> None:
         self._lock = threading.RLock()
         self._depth = 0
         #: (table, key, previous value or _MISSING) of each write inside a transaction.
         self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
         self._tx = _Transaction(self)
-        self._blob_store = blob_store
         self.runs: dict[str, RunRecord] = {}
         self.stages: dict[str, dict[str, StageRecord]] = {}
         self.logs: dict[str, dict[str, LogRecord]] = {}
@@ -106,10 +103,6 @@ class InMemoryPersistence:
         old: Any = table.pop(key, _MISSING)
         if self._depth and old is not _MISSING:
             self._undo.append((table, key, old))
-
-    def attach_blob_store(self, blob_store: BlobStore) -> None:
-        if self._blob_store is None:
-            self._blob_store = blob_store
 
     # -- runs ------------------------------------------------------------------------------
     def insert_run(self, run: RunRecord) -> None:
@@ -138,7 +131,7 @@ class InMemoryPersistence:
         run = self.get_run(workflow_run_id)
         if run is None:
             return None, []
-        return run, self.list_stages(workflow_run_id, resolve_outputs=False)
+        return run, self.list_stages(workflow_run_id)
 
     def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
         with self._lock:
@@ -190,21 +183,11 @@ class InMemoryPersistence:
         with self._lock:
             return self.stages.get(workflow_run_id, {}).get(stage_id)
 
-    def list_stages(
-        self, workflow_run_id: str, *, resolve_outputs: bool = True
-    ) -> list[StageRecord]:
+    def list_stages(self, workflow_run_id: str) -> list[StageRecord]:
         with self._lock:
             rows = list(self.stages.get(workflow_run_id, {}).values())
         rows.sort(key=lambda s: (s.stage_number, s.stage_id))
-        if resolve_outputs:
-            rows = [self._resolve(s) for s in rows]
         return rows
-
-    def _resolve(self, stage: StageRecord) -> StageRecord:
-        if stage.output_ref is None or self._blob_store is None:
-            return stage
-        output = json.loads(self._blob_store.get(stage.output_ref))
-        return stage.model_copy(update={"output": output})
 
     def update_stage(self, workflow_run_id: str, stage_id: str, **changes: Any) -> StageRecord:
         with self._tx:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.listeners import hookimpl
 
-from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
+from airflow_workflow_engine.hooks.settings import DEFAULT_CONN_ID
 from airflow_workflow_engine.host.queries import runs_of_dag_run
 from airflow_workflow_engine.host.runs import is_stage_task
 from airflow_workflow_engine.kernel.commands import RunCancel
@@ -118,7 +118,8 @@ def _cancel(
     rejection_first: bool = False,
 ) -> MirrorResult:
     from airflow_workflow_engine.errors import MigrationsNotAppliedError
-    from airflow_workflow_engine.hooks.engine import EngineNotConfiguredError, WorkflowEngineHook
+    from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
+    from airflow_workflow_engine.hooks.settings import EngineNotConfiguredError
 
     try:
         kernel = WorkflowEngineHook(conn_id=conn_id).get_kernel()

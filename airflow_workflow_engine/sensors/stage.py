@@ -28,8 +28,9 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
-from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID, WorkflowEngineHook
+from airflow_workflow_engine.hooks.engine import WorkflowEngineHook
 from airflow_workflow_engine.hooks.errors import engine_errors
+from airflow_workflow_engine.hooks.settings import DEFAULT_CONN_ID
 from airflow_workflow_engine.host.wait import (
     DEFAULT_FAILED,
     DEFAULT_TARGETS,

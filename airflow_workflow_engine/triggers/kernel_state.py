@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_workflow_engine.errors import WorkflowEngineError
-from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
+from airflow_workflow_engine.hooks.settings import DEFAULT_CONN_ID
 from airflow_workflow_engine.host.wait import (
     APPROVAL_PREFIX,
     DEFAULT_FAILED,
@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 
 def _persistence_for(settings: Any) -> Persistence:
-    from airflow_workflow_engine.hooks.engine import kernel_for
+    from airflow_workflow_engine.hooks.kernel_cache import kernel_for
 
     return kernel_for(settings).persistence
 

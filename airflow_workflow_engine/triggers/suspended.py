@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_workflow_engine.errors import WorkflowEngineError
-from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
+from airflow_workflow_engine.hooks.settings import DEFAULT_CONN_ID
 from airflow_workflow_engine.host.poll import PollDecision, PollStatus, poll_stage
 from airflow_workflow_engine.host.runs import KILLED_TASK_STATES
 from airflow_workflow_engine.kernel.commands import RunCancel
 
 if TYPE_CHECKING:
-    from airflow_workflow_engine.hooks.engine import EngineSettings
+    from airflow_workflow_engine.hooks.settings import EngineSettings
     from airflow_workflow_engine.kernel.kernel import Kernel
 
 __all__ = ["SuspendedStageTrigger", "cancel_suspended_stage"]
@@ -90,7 +90,7 @@ def cancel_suspended_stage(kernel: Kernel, workflow_run_id: str, stage_id: str, 
 def _kernel_for(
     settings: EngineSettings, workflow_ref: str | None, dag_file: Mapping[str, Any] | None
 ) -> Kernel:
-    from airflow_workflow_engine.hooks.engine import kernel_for
+    from airflow_workflow_engine.hooks.kernel_cache import kernel_for
     from airflow_workflow_engine.triggers.refs import (
         DagFileRef,
         load_workflow,

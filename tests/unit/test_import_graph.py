@@ -69,8 +69,6 @@ LATE_BOUND = frozenset({(f"{PACKAGE}.definitions.workflow", f"{PACKAGE}.dag")})
 #: The cycle check leaves them out; ``test_known_cycle_edges_still_exist`` fails once one is
 #: gone, so that this list shrinks with the code.
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    # event_sink_from_config in the kernel cache of hooks/engine.py (roots: the hook split)
-    (f"{PACKAGE}.hooks.engine", f"{PACKAGE}.hooks.events"): "roots",
     # ConnectionProviderRegistry calls back into hooks/llm.py's helpers (unassigned)
     (f"{PACKAGE}.hooks.llm_registry", f"{PACKAGE}.hooks.llm"): "unassigned",
 }

@@ -53,12 +53,11 @@ def _result(cmd: JobExecute, outcome: Any, attempt: int, **fields: Any) -> JobEx
 def _replay(k: Kernel, cmd: JobExecute, rec: StageRecord) -> JobExecuteResult:
     """A duplicate delivery of a stage that already finished (or is waiting)."""
     if rec.status == Status.COMPLETED:
-        full = next(s for s in k.persistence.list_stages(rec.workflow_run_id) if s.id == rec.id)
         return _result(
             cmd,
             "completed",
             rec.attempt,
-            output=full.output,
+            output=k.load_output(rec).output,
             replayed=True,
             output_ref=rec.output_ref,
             metrics=rec.metrics,
@@ -167,7 +166,6 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
     stored: dict[str, Any] = {}
     error: BaseException | None = None
     try:
-        in_blobs = any(r.output_ref is not None for r in started.records)
         ctx = k.build_context(
             run,
             wf,
@@ -176,7 +174,7 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
             resume_state=rec.resume_state,
             execution_id=rec.id,
             # Outputs moved to the blob store are read now, outside the transaction.
-            records=None if in_blobs else started.records,
+            records=started.records,
         )
         buffer = ctx.buffer
         outcome = interpret_return(stage, k.executor.execute(stage, ctx))

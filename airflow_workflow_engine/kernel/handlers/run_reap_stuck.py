@@ -33,7 +33,7 @@ def _reap(k: Kernel, run: RunRecord, threshold: timedelta) -> bool:
         run = k.require_run(run.id, for_update=True)
         if run.status != Status.RUNNING:
             return False
-        stages = k.persistence.list_stages(run.id, resolve_outputs=False)
+        stages = k.persistence.list_stages(run.id)
         if any(s.status == Status.SUSPENDED for s in stages):
             return False
         last = max([run.updated_at, *(s.updated_at for s in stages)])

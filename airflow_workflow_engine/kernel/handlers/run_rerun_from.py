@@ -24,7 +24,7 @@ def _check(k: Kernel, run: RunRecord, wf: Workflow, number: int) -> None:
             Status.RUNNING.value,
             "run.rerunFrom needs a finished run (COMPLETED, FAILED or CANCELLED).",
         )
-    records = {r.stage_id: r for r in k.persistence.list_stages(run.id, resolve_outputs=False)}
+    records = {r.stage_id: r for r in k.persistence.list_stages(run.id)}
     for earlier in range(number):
         for st in wf.group(earlier):
             rec = records.get(st.id)
@@ -50,7 +50,7 @@ def handle(k: Kernel, cmd: RunRerunFrom) -> RunRerunFromResult:
     with k.persistence.transaction():
         run = k.require_run(cmd.workflow_run_id, for_update=True)
         _check(k, run, wf, number)
-        existing = {r.stage_id: r for r in k.persistence.list_stages(run.id, resolve_outputs=False)}
+        existing = {r.stage_id: r for r in k.persistence.list_stages(run.id)}
         deleted = [sid for sid in affected if sid in existing]
         k.persistence.delete_stages(run.id, deleted)
         # Provenance of the rerun; it voids the approvals that depended on these stages.

@@ -27,13 +27,13 @@ def _finished(k: Kernel, run_id: str, stage_ids: list[str]) -> list[StageRecord]
     wanted = set(stage_ids)
     return [
         rec
-        for rec in k.persistence.list_stages(run_id, resolve_outputs=False)
+        for rec in k.persistence.list_stages(run_id)
         if rec.stage_id in wanted and rec.status.is_terminal
     ]
 
 
 def _earlier_groups_done(k: Kernel, run_id: str, wf: Workflow, number: int) -> bool:
-    records = {r.stage_id: r for r in k.persistence.list_stages(run_id, resolve_outputs=False)}
+    records = {r.stage_id: r for r in k.persistence.list_stages(run_id)}
     return all(
         (rec := records.get(st.id)) is not None and rec.status in _DONE
         for earlier in range(number)

@@ -24,9 +24,7 @@ def handle(k: Kernel, cmd: RunTransition) -> RunTransitionResult:
         if run.status.is_terminal or run.status == Status.PENDING:
             return RunTransitionResult(workflow_run_id=run.id, action="noop", status=run.status)
         wf = k.workflow(run.workflow_id)
-        if any(s.output_ref is not None for s in stages):
-            stages = k.persistence.list_stages(run.id)  # with the blob-stored outputs
-        records = {r.stage_id: r for r in stages}
+        records = {r.stage_id: k.load_output(r) for r in stages}
         failed = [r for r in records.values() if r.status == Status.FAILED]
         if failed:
             first = min(failed, key=lambda r: r.stage_number)

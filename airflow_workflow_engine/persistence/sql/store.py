@@ -20,7 +20,6 @@ transaction was rolled back.
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -54,7 +53,6 @@ from airflow_workflow_engine.errors import (
     RunNotFoundError,
     WorkflowEngineError,
 )
-from airflow_workflow_engine.kernel.ports import BlobStore
 from airflow_workflow_engine.kernel.records import (
     AnnotationRecord,
     IdempotencyRecord,
@@ -174,13 +172,11 @@ class SqlPersistence:
         self,
         url_or_engine: EngineSource,
         *,
-        blob_store: BlobStore | None = None,
         create_tables: bool = False,
     ) -> None:
         self._engine = make_engine(url_or_engine)
         self._owns_engine = not isinstance(url_or_engine, Engine)
         self._dialect = self._engine.dialect.name
-        self._blob_store = blob_store
         self._local = threading.local()
         #: UPDATE ... RETURNING the row: one statement instead of an UPDATE and a SELECT.
         self._returning = self._dialect in ("postgresql", "sqlite")
@@ -296,10 +292,6 @@ class SqlPersistence:
             finally:
                 self._local.conn = None
                 set_current_connection(self._engine, None)
-
-    def attach_blob_store(self, blob_store: BlobStore) -> None:
-        if self._blob_store is None:
-            self._blob_store = blob_store
 
     # -- helpers ---------------------------------------------------------------------------
     def _text_order(self, column: ColumnElement[str]) -> ColumnElement[str]:
@@ -435,21 +427,10 @@ class SqlPersistence:
             row = conn.execute(_STAGE, params).mappings().one_or_none()
         return None if row is None else StageRecord.model_validate(dict(row))
 
-    def list_stages(
-        self, workflow_run_id: str, *, resolve_outputs: bool = True
-    ) -> list[StageRecord]:
+    def list_stages(self, workflow_run_id: str) -> list[StageRecord]:
         with self._tx(write=False) as conn:
             rows = conn.execute(self._stages_of_run, {"w_run": workflow_run_id}).mappings().all()
-        stages = [StageRecord.model_validate(dict(r)) for r in rows]
-        if resolve_outputs:
-            stages = [self._resolve(s) for s in stages]
-        return stages
-
-    def _resolve(self, stage: StageRecord) -> StageRecord:
-        if stage.output_ref is None or self._blob_store is None:
-            return stage
-        output = json.loads(self._blob_store.get(stage.output_ref))
-        return stage.model_copy(update={"output": output})
+        return [StageRecord.model_validate(dict(r)) for r in rows]
 
     def update_stage(self, workflow_run_id: str, stage_id: str, **changes: Any) -> StageRecord:
         values = self._changes(workflow_stages, changes)

@@ -20,7 +20,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from airflow_workflow_engine.hooks.engine import DEFAULT_CONN_ID
+from airflow_workflow_engine.hooks.settings import DEFAULT_CONN_ID
 from airflow_workflow_engine.host.queries import count_runs, newest_runs
 from airflow_workflow_engine.plugins.ui.models import (
     AICall,
@@ -92,7 +92,7 @@ class EngineReader:
         """Everything the run page shows."""
         from airflow_workflow_engine.ai.ledger import money
 
-        stages = self.store.list_stages(run.id, resolve_outputs=False)
+        stages = self.store.list_stages(run.id)
         calls = self.ledger.entries(run.id)
         priced = [c.cost for c in calls if c.cost is not None]
         return RunDetail(

@@ -312,24 +312,21 @@ def test_test_connection_ok(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 def test_s3_blob_store_and_amazon_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow_workflow_engine.blob.s3 import S3BlobStore
-    from airflow_workflow_engine.hooks.engine import (
-        EngineNotConfiguredError,
-        EngineSettings,
-        _make_blob_store,
-    )
+    from airflow_workflow_engine.hooks.engine import EngineNotConfiguredError, EngineSettings
+    from airflow_workflow_engine.hooks.kernel_cache import make_blob_store
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    store = _make_blob_store(EngineSettings(sql_url="sqlite:////x.db", blob_store="s3://b/p/q"))
+    store = make_blob_store(EngineSettings(sql_url="sqlite:////x.db", blob_store="s3://b/p/q"))
     assert isinstance(store, S3BlobStore) and store.bucket == "b" and store.prefix == "p/q/"
     with pytest.raises(EngineNotConfiguredError, match="no bucket"):
-        _make_blob_store(EngineSettings(sql_url="sqlite:////x.db", blob_store="s3:///p"))
+        make_blob_store(EngineSettings(sql_url="sqlite:////x.db", blob_store="s3:///p"))
     with pytest.raises(EngineNotConfiguredError, match="neither a local path"):
-        _make_blob_store(EngineSettings(sql_url="sqlite:////x.db", blob_store="gs://b"))
+        make_blob_store(EngineSettings(sql_url="sqlite:////x.db", blob_store="gs://b"))
     import importlib.util
 
     if importlib.util.find_spec("airflow.providers.amazon") is None:
         with pytest.raises(EngineNotConfiguredError, match="apache-airflow-providers-amazon"):
-            _make_blob_store(
+            make_blob_store(
                 EngineSettings(
                     sql_url="sqlite:////x.db", blob_store="s3://b", blob_aws_conn_id="aws"
                 )

@@ -475,7 +475,7 @@ def test_run_api_returns_stages_annotations_ledger_and_events(ui: UI) -> None:
     assert by_dag_run == detail
     with ui.store() as store:
         run = store.get_run(ui.workflow_run_id)
-        stages = store.list_stages(run.id, resolve_outputs=False)
+        stages = store.list_stages(run.id)
         notes = store.list_annotations(run.id)
         events = store.list_events(run.id)
     ledger = ui.ledger()

@@ -36,6 +36,7 @@ from airflow_workflow_engine.kernel.status import Status
 from airflow_workflow_engine.persistence.memory import InMemoryPersistence
 from airflow_workflow_engine.persistence.sql import SqlPersistence, migrate
 from airflow_workflow_engine.persistence.sql.engine import make_engine, normalize_url
+from airflow_workflow_engine.testing.kit import create_test_kernel
 
 pytest_plugins = ["tests.postgres_fixtures"]
 
@@ -127,7 +128,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlPersistence]:
     """A SqlPersistence on a fresh, migrated database."""
     url = _fresh_url(request.param, request, tmp_path, migrated=True)
-    with SqlPersistence(url, blob_store=InMemoryBlobStore()) as sql_store:
+    with SqlPersistence(url) as sql_store:
         yield sql_store
 
 
@@ -135,10 +136,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlPersist
 def either(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """The reference store and the SQL stores, for tests that must hold for all of them."""
     if request.param == "memory":
-        yield InMemoryPersistence(blob_store=InMemoryBlobStore())
+        yield InMemoryPersistence()
         return
     url = _fresh_url(request.param, request, tmp_path, migrated=True)
-    with SqlPersistence(url, blob_store=InMemoryBlobStore()) as sql_store:
+    with SqlPersistence(url) as sql_store:
         yield sql_store
 
 
@@ -321,18 +322,18 @@ def test_stage_round_trip_and_duplicates(either: Any) -> None:
 def test_list_stages_order_and_blob_outputs(either: Any) -> None:
     blobs = InMemoryBlobStore()
     blobs.put("runs/r1/stages/big/output.json", json.dumps({"big": [1, 2, 3]}).encode())
-    either._blob_store = None
-    either.attach_blob_store(blobs)
+    # The store returns raw rows; the kernel, which holds the blob store, loads the outputs.
+    kernel = create_test_kernel([], persistence=either, blob_store=blobs).kernel
     either.insert_stage(make_stage("r1", "b", 1))
     either.insert_stage(make_stage("r1", "a", 1))
     either.insert_stage(make_stage("r1", "first", 0))
     either.insert_stage(make_stage("r1", "big", 2, output_ref="runs/r1/stages/big/output.json"))
     either.insert_stage(make_stage("r2", "other", 0))
     assert [s.stage_id for s in either.list_stages("r1")] == ["first", "a", "b", "big"]
-    resolved = either.list_stages("r1")[-1]
+    resolved = kernel.list_stages("r1")[-1]
     assert resolved.output == {"big": [1, 2, 3]}
     assert resolved.output_ref == "runs/r1/stages/big/output.json"
-    assert either.list_stages("r1", resolve_outputs=False)[-1].output is None
+    assert either.list_stages("r1")[-1].output is None
     assert either.get_stage("r1", "big").output is None
 
 
@@ -348,7 +349,7 @@ def test_get_run_with_stages_is_get_run_and_list_stages_in_one(either: Any) -> N
     with either.transaction():
         run, stages = either.get_run_with_stages("r1", for_update=True)
     assert run == either.get_run("r1")
-    assert stages == either.list_stages("r1", resolve_outputs=False)
+    assert stages == either.list_stages("r1")
     assert [s.stage_id for s in stages] == ["a", "b", "d", "c"]
 
 
