@@ -12,7 +12,8 @@ from airflow_workflow_engine.cli._common import (
     newest_runs,
     open_store,
     preview,
-    print_json,
+    print_listing,
+    print_structured,
     render_table,
     resolve_run,
 )
@@ -74,31 +75,21 @@ def runs_list(args: Namespace) -> None:
             limit=max(int(args.limit), 1),
         )
         rows = [_run_row(r, _awaiting_approval(store, r)) for r in runs]
-    if args.output == "json":
-        print_json(rows)
-        return
-    if not rows:
-        print("No workflow runs match.")
-        return
-    print(
-        render_table(
-            _LIST_HEADERS,
-            [
-                [
-                    r["workflow_run_id"],
-                    r["workflow_id"],
-                    r["idempotency_key"],
-                    _status_note(r),
-                    r["created_at"],
-                    r["completed_at"],
-                    money_text(r["total_cost"]),
-                    r["total_tokens"],
-                ]
-                for r in rows
-            ],
-            right=(6, 7),
-        )
+    print_listing(rows, args.output, mapper=_list_cells, empty="No workflow runs match.")
+
+
+def _list_cells(row: dict[str, Any]) -> dict[str, Any]:
+    values = (
+        row["workflow_run_id"],
+        row["workflow_id"],
+        row["idempotency_key"],
+        _status_note(row),
+        row["created_at"],
+        row["completed_at"],
+        money_text(row["total_cost"]),
+        row["total_tokens"],
     )
+    return dict(zip(_LIST_HEADERS, values, strict=True))
 
 
 def _status_note(row: dict[str, Any]) -> str:
@@ -151,8 +142,8 @@ def runs_show(args: Namespace) -> None:
     summary = _run_row(run)
     stage_rows = [_stage_row(s) for s in stages]
     note_rows = [_annotation_row(a) for a in notes]
-    if args.output == "json":
-        print_json(
+    if args.output in ("json", "yaml"):
+        print_structured(
             {
                 **summary,
                 "workflow_name": run.workflow_name,
@@ -161,7 +152,8 @@ def runs_show(args: Namespace) -> None:
                 "error": run.error_message,
                 "stages": stage_rows,
                 "annotations": note_rows,
-            }
+            },
+            args.output,
         )
         return
     _print_run(run, summary, stage_rows, note_rows)
