@@ -5,6 +5,7 @@ from __future__ import annotations
 from argparse import Namespace
 from typing import TYPE_CHECKING, Any
 
+from airflow_workflow_engine.ai.ledger import money
 from airflow_workflow_engine.cli._common import (
     cli_command,
     iso,
@@ -57,7 +58,8 @@ def _run_row(run: RunRecord, awaiting_approval_since: str | None = None) -> dict
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "completed_at": iso(run.completed_at),
-        "total_cost": run.total_cost,
+        # Exact in JSON and YAML: a decimal string, never a float such as 4.36e-05.
+        "total_cost": money(run.total_cost),
         "total_tokens": run.total_tokens,
         "awaiting_approval_since": awaiting_approval_since,
     }
@@ -113,7 +115,7 @@ def _stage_row(stage: StageRecord) -> dict[str, Any]:
         "started_at": iso(stage.started_at),
         "completed_at": iso(stage.completed_at),
         "duration_seconds": _duration(stage),
-        "ai_cost": metrics.get("ai_cost"),
+        "ai_cost": None if metrics.get("ai_cost") is None else money(metrics["ai_cost"]),
         "ai_tokens": metrics.get("ai_tokens"),
         "output_preview": None if stage.output is None else preview(stage.output),
         "output_ref": stage.output_ref,

@@ -112,6 +112,7 @@ def test_runs_list_json_yaml_plain_table(
     assert [r["workflow_run_id"] for r in as_json] == ids[::-1]  # newest first
     assert {r["dag_run_id"] for r in as_json} == {"r1", "r2"}
     assert all(isinstance(r["total_tokens"], int) for r in as_json)
+    assert all(r["total_cost"] == "0" for r in as_json)  # a decimal string, not a float
     as_yaml = yaml.safe_load(run_cli(capsys, "runs", "list", "--output", "yaml"))
     assert as_yaml == as_json
     plain = run_cli(capsys, "runs", "list", "-o", "plain").splitlines()
