@@ -553,8 +553,7 @@ def backfill_rerun(args: Namespace) -> None:
     if getattr(args, "restart", False) and not args.dry_run:
         state_path.unlink(missing_ok=True)
     state = BackfillState.load(state_path)
-    progress = _progress()
-    dags, plans, (estimate, estimate_tokens) = _plan_backfill(args, start, end, progress)
+    dags, plans, (estimate, estimate_tokens) = _plan_backfill(args, start, end, _progress())
     todo = [p for p in plans if p.tasks]
     count = sum(len(p.tasks) for p in todo)
     if args.dry_run:
@@ -589,7 +588,7 @@ def backfill_rerun(args: Namespace) -> None:
     ):
         print("Cancelled, nothing was cleared.")
         return
-    summary, cleared, runs = _execute(args, dags, plans, state, progress)
+    summary, cleared, runs = _execute(args, dags, plans, state, _progress())
     print(f"Cleared {cleared} task instance(s) in {runs} DAG run(s) of {args.dag_id}.")
     for line in summary.lines():
         print(line)
