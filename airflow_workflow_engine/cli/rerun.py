@@ -488,7 +488,7 @@ def _progress() -> Progress:
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        console=Console(highlight=False),
+        console=Console(highlight=False, soft_wrap=True),
     )
 
 
