@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -224,6 +225,30 @@ def _terminate(signum: int, frame: types.FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+#: What ``airflow workflow-engine ...`` in another shell needs to see the demo's Airflow and
+#: engine: the home, Airflow's database, the DAGs (``rerun`` reads the DAG files), the engine's
+#: tables and blobs.
+CLI_VARIABLES = (
+    "AIRFLOW_HOME",
+    "AIRFLOW__CORE__DAGS_FOLDER",
+    "AIRFLOW__CORE__LOAD_EXAMPLES",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
+    "AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS",
+    "AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__WORKFLOW_ENGINE__BLOB_STORE",
+)
+
+
+def cli_exports(env: Mapping[str, str], bin_dir: Path | None = None) -> list[str]:
+    """``export NAME=value`` lines (shell-quoted) that point the CLI at the demo's Airflow;
+    ``PATH`` first gets the directory of the ``airflow`` command that runs it."""
+    bin_dir = bin_dir or Path(sys.executable).parent
+    lines = [f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"']
+    lines += [f"export {name}={shlex.quote(env[name])}" for name in CLI_VARIABLES if name in env]
+    return lines
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The Airflow demo's options (``--input`` and ``--in-process`` are the caller's)."""
     group = parser.add_argument_group("embedded Airflow")
@@ -286,6 +311,10 @@ def run_demo(args: argparse.Namespace) -> int:
             f"\n    workflow runs and AI spend: {airflow.url}/workflow-engine/runs\n",
             flush=True,
         )
+        print("    To use the CLI on this Airflow from another shell, paste:")
+        for line in cli_exports(airflow.env):
+            print(f"      {line}")
+        print("      airflow workflow-engine runs list\n", flush=True)
         airflow.wait_for_dag(DEMO_DAG_ID)  # and unpauses it
         run_id = str(airflow.trigger(DEMO_DAG_ID, run_input)["dag_run_id"])
         step(f"triggered DAG {DEMO_DAG_ID!r} through the REST API: run {run_id}")

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_workflow_engine.errors import WorkflowEngineError
-from airflow_workflow_engine.host.format import PREVIEW_CHARS, iso, money_text, preview
+from airflow_workflow_engine.host.format import PREVIEW_CHARS, exact, iso, money_text, preview
 from airflow_workflow_engine.host.format import parse_when as host_parse_when
 from airflow_workflow_engine.host.queries import QueryError, newest_runs, resolve_run
 
@@ -37,7 +37,10 @@ __all__ = [
     "open_store",
     "parse_when",
     "preview",
+    "OUTPUTS",
     "print_json",
+    "print_listing",
+    "print_structured",
     "render_table",
     "resolve_run",
 ]
@@ -121,8 +124,48 @@ def parse_when(text: str, *, end: bool = False) -> datetime:
 # -- output -------------------------------------------------------------------------------
 
 
+#: ``-o/--output``, as ``airflow dags list`` takes it (``ARG_OUTPUT`` of Airflow's CLI).
+OUTPUTS = ("table", "json", "yaml", "plain")
+
+
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    print(json.dumps(exact(data), indent=2, default=str, ensure_ascii=False))
+
+
+def print_structured(data: Any, output: str) -> None:
+    """``data`` (a dict or a list) as JSON or YAML through Airflow's ``AirflowConsole``, with
+    amounts as exact decimal strings and numbers kept numbers."""
+    from airflow.cli.simple_table import AirflowConsole
+
+    console = AirflowConsole()
+    if output == "yaml":
+        console.print_as_yaml(exact(data))
+    else:
+        console.print_as_json(exact(data))
+
+
+def print_listing(
+    rows: Sequence[dict[str, Any]],
+    output: str,
+    *,
+    mapper: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    empty: str = "No data found",
+) -> None:
+    """A listing as ``airflow dags list`` prints one (``AirflowConsole.print_as``): ``json`` and
+    ``yaml`` get the full ``rows``; ``table`` and ``plain`` the columns of ``mapper`` (a row to
+    ``{HEADER: cell}``), ``-`` for an empty cell."""
+    from airflow.cli.simple_table import AirflowConsole
+
+    if output in ("json", "yaml"):
+        print_structured(list(rows), output)
+        return
+    if not rows:
+        print(empty)
+        return
+    cells = [
+        {k: "-" if v is None else v for k, v in (mapper(r) if mapper else r).items()} for r in rows
+    ]
+    AirflowConsole().print_as(data=cells, output=output)
 
 
 def render_table(

@@ -17,8 +17,7 @@ from airflow_workflow_engine.cli._common import (
     iso,
     newest_runs,
     open_store,
-    print_json,
-    render_table,
+    print_listing,
     resolve_run,
 )
 from airflow_workflow_engine.conventions import Approval
@@ -96,14 +95,14 @@ def approvals_list(args: Namespace) -> None:
                 }
             )
     rows.sort(key=lambda r: str(r["since"]))
-    if args.output == "json":
-        print_json(rows)
-        return
-    if not rows:
-        print("No workflow run awaits approval.")
-        return
-    headers = ["WORKFLOW RUN", "DAG", "DAG RUN", "TASK", "WAITING SINCE"]
-    cells = [
-        [r["workflow_run_id"], r["dag_id"], r["dag_run_id"], r["task_id"], r["since"]] for r in rows
-    ]
-    print(render_table(headers, cells))
+    print_listing(rows, args.output, mapper=_cells, empty="No workflow run awaits approval.")
+
+
+def _cells(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "WORKFLOW RUN": row["workflow_run_id"],
+        "DAG": row["dag_id"],
+        "DAG RUN": row["dag_run_id"],
+        "TASK": row["task_id"],
+        "WAITING SINCE": row["since"],
+    }

@@ -18,7 +18,7 @@ from airflow_workflow_engine.cli._common import (
     engine_url,
     open_store,
     parse_when,
-    print_json,
+    print_structured,
     resolve_run,
 )
 
@@ -115,7 +115,8 @@ def _row_json(row: RollupRow) -> dict[str, Any]:
 @cli_command()
 def costs(args: Namespace) -> None:
     """Calls, tokens and cost per group, with a total."""
-    from airflow_workflow_engine.ai.report import cost_table
+    from airflow.cli.simple_table import AirflowConsole
+
     from airflow_workflow_engine.ai.sql_ledger import SqlLedger
 
     if args.run_id and not args.dag_id:
@@ -132,15 +133,20 @@ def costs(args: Namespace) -> None:
     ledger = SqlLedger(engine_url(args.conn_id))
     try:
         view = LedgerView(ledger, since=since, until=until, dag_id=args.dag_id)
-        if args.output != "json":
-            print(cost_table(view, workflow_run_id, dims))
-            return
         rows = view.rollup(dims, workflow_run_id=workflow_run_id)
         totals = view.rollup((), workflow_run_id=workflow_run_id)
     finally:
         ledger.close()
     total = totals[0] if totals else _empty_total()
-    print_json(
+    if args.output in ("table", "plain"):
+        if not rows:
+            print("No AI calls match.")
+            return
+        cells = [_row_cells(r, dims) for r in rows]
+        cells.append(_row_cells(total, dims, label="TOTAL"))
+        AirflowConsole().print_as(data=cells, output=args.output)
+        return
+    print_structured(
         {
             "group_by": list(dims),
             "filters": {
@@ -152,8 +158,35 @@ def costs(args: Namespace) -> None:
             },
             "rows": [_row_json(r) for r in rows],
             "total": _row_json(total),
-        }
+        },
+        args.output,
     )
+
+
+def _row_cells(row: RollupRow, dims: Sequence[str], label: str = "") -> dict[str, Any]:
+    from airflow_workflow_engine.ai.report import format_cost
+
+    group = {
+        dim.removesuffix("_id").removesuffix("_key").upper(): (label if i == 0 else "")
+        if label
+        else _cell(row.group.get(dim))
+        for i, dim in enumerate(dims)
+    }
+    return {
+        **group,
+        "CALLS": row.calls,
+        "ERRORS": row.errors,
+        "INPUT TOKENS": row.input_tokens,
+        "OUTPUT TOKENS": row.output_tokens,
+        "TOTAL TOKENS": row.total_tokens,
+        "COST": format_cost(row.cost, row.unpriced_calls),
+    }
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return "-"
+    return _json_value(value)
 
 
 def _empty_total() -> RollupRow:

@@ -52,10 +52,11 @@ def get_workflow_engine_cli_commands() -> list[CLICommand]:
     output = arg(
         "-o",
         "--output",
-        choices=("table", "json"),
+        choices=("table", "json", "yaml", "plain"),
         default="table",
-        metavar="(table, json)",
-        help="Output format (default: table)",
+        metavar="(table, json, yaml, plain)",
+        help="Output format, as for `airflow dags list`. Allowed values: json, yaml, plain, "
+        "table (default: table); amounts are exact decimal strings in json and yaml",
     )
     verbose = arg("-v", "--verbose", action="store_true", help="Show logs and tracebacks")
     yes = arg("-y", "--yes", action="store_true", help="Do not ask for confirmation")
@@ -189,7 +190,11 @@ def get_workflow_engine_cli_commands() -> list[CLICommand]:
         help="Rerun from a stage in every DAG run of a date range",
         description="`rerun` for every DAG run of the DAG whose logical date is between "
         "--start-date and --end-date (both included; a date alone as --end-date includes "
-        "that whole day).",
+        "that whole day), with a progress bar. Resumable: the DAG runs cleared so far are "
+        "kept in a state file under $AIRFLOW_HOME/workflow_engine/backfill-rerun/, so the same "
+        "command run again after an interruption clears only the others (and waits for the "
+        "ones still running); the file is removed when the backfill completes. --dry-run "
+        "shows what the stages to rerun spent on AI last time, as the estimate.",
         func=func("rerun.backfill_rerun"),
         args=(
             dag_id,
@@ -197,7 +202,37 @@ def get_workflow_engine_cli_commands() -> list[CLICommand]:
             arg("--start-date", required=True, metavar="DATE", help="First logical date"),
             arg("--end-date", required=True, metavar="DATE", help="Last logical date"),
             only,
-            dry_run,
+            arg(
+                "--dry-run",
+                action="store_true",
+                help="Print what would be cleared and the AI cost its stages spent last time "
+                "(the estimate); change nothing",
+            ),
+            arg(
+                "--wait",
+                action="store_true",
+                help="Wait until the rerun DAG runs finish, then print the summary",
+            ),
+            arg(
+                "--max-active",
+                type=int,
+                default=None,
+                metavar="N",
+                help="At most N rerun DAG runs in flight at once: clear the next one when "
+                "one finishes (default: clear all at once)",
+            ),
+            arg(
+                "--restart",
+                action="store_true",
+                help="Forget an interrupted backfill's state file and start over",
+            ),
+            arg(
+                "--poll-interval",
+                type=float,
+                default=5.0,
+                metavar="SECONDS",
+                help="How often to read the DAG runs' states while waiting (default: %(default)s)",
+            ),
             yes,
             conn_id,
             verbose,

@@ -18,8 +18,7 @@ from airflow_workflow_engine.cli._common import (
     iso,
     open_store,
     preview,
-    print_json,
-    render_table,
+    print_listing,
     resolve_run,
 )
 from airflow_workflow_engine.kernel.commands import OutboxFlush, OutboxFlushResult, PluginReplayDLQ
@@ -56,27 +55,22 @@ def _row(event: OutboxEvent) -> dict[str, Any]:
     }
 
 
+def _cells(row: dict[str, Any]) -> dict[str, Any]:
+    values = (
+        row["workflow_run_id"],
+        row["sequence"],
+        row["type"],
+        row["occurred_at"],
+        row["state"],
+        row["retry_count"],
+        preview(row["last_error"], 60) if row["last_error"] else None,
+        preview(row["payload"], 60),
+    )
+    return dict(zip(_HEADERS, values, strict=True))
+
+
 def _print(events: list[OutboxEvent], output: str, empty: str) -> None:
-    if output == "json":
-        print_json([_row(e) for e in events])
-        return
-    if not events:
-        print(empty)
-        return
-    rows = [
-        [
-            e.workflow_run_id,
-            e.sequence,
-            e.type,
-            iso(e.occurred_at),
-            _state(e),
-            e.retry_count,
-            preview(e.last_error, 60) if e.last_error else None,
-            preview(e.payload, 60),
-        ]
-        for e in events
-    ]
-    print(render_table(_HEADERS, rows, right=(1, 5)))
+    print_listing([_row(e) for e in events], output, mapper=_cells, empty=empty)
 
 
 def _run_id(args: Namespace, *, required: bool) -> str | None:

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 from airflow_workflow_engine.cli._common import (
     CommandError,
     cli_command,
+    engine_url,
     iso,
+    money_text,
     open_store,
     parse_when,
     render_table,
@@ -38,8 +41,10 @@ from airflow_workflow_engine.host.runs import is_stage_operator, is_stage_task, 
 if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
     from airflow.serialization.definitions.dag import SerializedDAG
+    from rich.progress import Progress
     from sqlalchemy.orm import Session
 
+    from airflow_workflow_engine.host.backfill import BackfillState, BackfillSummary
     from airflow_workflow_engine.kernel.records import RunRecord, StageRecord
     from airflow_workflow_engine.persistence.sql.store import SqlPersistence
 
@@ -418,53 +423,226 @@ def _plan_line(plan: RunPlan) -> str:
     return f"{len(plan.tasks)} task(s): {tasks}"
 
 
+def _last_cost(ledger: Any, plan: RunPlan) -> tuple[Decimal, int]:
+    """What the stages that the rerun clears spent last time, from the AI cost ledger."""
+    run = plan.workflow_run
+    cost, tokens = Decimal(0), 0
+    if run is None:
+        return cost, tokens
+    for stage_id in dict.fromkeys(t.stage_id for t in plan.tasks if t.stage is not None):
+        assert stage_id is not None
+        spent, used = ledger.totals(run.id, stage_id)
+        cost += spent
+        tokens += used
+    return cost, tokens
+
+
+def _why_failed(dag_id: str, run_id: str) -> str:
+    """The failed task instances of a DAG run, for the summary."""
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    with _session() as session:
+        failed = list(
+            session.scalars(
+                select(TaskInstance.task_id).where(
+                    TaskInstance.dag_id == dag_id,
+                    TaskInstance.run_id == run_id,
+                    TaskInstance.state.in_(("failed", "upstream_failed")),
+                )
+            )
+        )
+    return f"task(s) failed: {_names(sorted(failed))}" if failed else "the DAG run failed"
+
+
+def _dag_run_state(dag_id: str, run_id: str) -> str | None:
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    with _session() as session:
+        state = session.scalar(
+            select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+        )
+    return None if state is None else str(state)
+
+
+def _state_path(args: Namespace) -> Path:
+    from airflow.configuration import AIRFLOW_HOME
+
+    from airflow_workflow_engine.host.backfill import state_file_path
+
+    key = (args.from_stage, args.start_date, args.end_date, "only" if args.only else "downstream")
+    return state_file_path(Path(AIRFLOW_HOME), args.dag_id, key)
+
+
+def _progress() -> Progress:
+    """A rich progress bar (rich ships with Airflow); lines printed through its console show
+    above it. Without a terminal it prints the lines and the bar's final state."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(highlight=False, soft_wrap=True),
+    )
+
+
+def _plan_backfill(
+    args: Namespace, start: datetime, end: datetime, progress: Progress
+) -> tuple[_Dag, list[RunPlan], tuple[Decimal, int]]:
+    """The plan of every DAG run in the range, printed as it goes; with ``--dry-run`` also
+    what the stages to rerun spent last time (the estimate)."""
+    from airflow_workflow_engine.ai.sql_ledger import SqlLedger
+
+    dag_id, stage_id = args.dag_id, args.from_stage
+    plans: list[RunPlan] = []
+    estimate, estimate_tokens = Decimal(0), 0
+    ledger = SqlLedger(engine_url(args.conn_id))
+    try:
+        with open_store(args.conn_id) as store, _session() as session:
+            dags = _Dag(session, dag_id)
+            if dags.task_of_stage(dags.latest, stage_id) is None:
+                raise dags.unknown_stage(stage_id)
+            dag_runs = _dag_runs_between(session, dag_id, start, end)
+            total = len(dag_runs)
+            print(
+                f"DAG {dag_id}: {total} DAG run(s) with a logical date from {iso(start)} to "
+                f"{iso(end)}; rerun from {_scope(stage_id, args.only)}."
+            )
+            _note_guess(dags)
+            with progress:
+                planning = progress.add_task("Planning", total=total)
+                for i, dag_run in enumerate(dag_runs, 1):
+                    plan = _plan_run(
+                        session, store, dags, dag_run, stage_id=stage_id, only=args.only
+                    )
+                    plans.append(plan)
+                    line = f"[{i}/{total}] {plan.run_id}: {_plan_line(plan)}"
+                    if args.dry_run and plan.tasks:
+                        cost, tokens = _last_cost(ledger, plan)
+                        estimate += cost
+                        estimate_tokens += tokens
+                        line += f"; last time {money_text(cost)}, {tokens} tokens"
+                    progress.console.print(line, markup=False)
+                    progress.advance(planning)
+    finally:
+        ledger.close()
+    return dags, plans, (estimate, estimate_tokens)
+
+
 @cli_command(audit=True)
 def backfill_rerun(args: Namespace) -> None:
     """Rerun from a stage in every DAG run of a logical-date range."""
-    dag_id, stage_id = args.dag_id, args.from_stage
+    from airflow_workflow_engine.host.backfill import BackfillState
+
+    max_active = getattr(args, "max_active", None)
+    if max_active is not None and max_active < 1:
+        raise CommandError(f"--max-active must be at least 1, not {max_active}.")
     start = parse_when(args.start_date)
     end = parse_when(args.end_date, end=True)
     if end < start:
         raise CommandError(
             f"--end-date ({args.end_date}) is before --start-date ({args.start_date})."
         )
-    with open_store(args.conn_id) as store, _session() as session:
-        dags = _Dag(session, dag_id)
-        if dags.task_of_stage(dags.latest, stage_id) is None:
-            raise dags.unknown_stage(stage_id)
-        dag_runs = _dag_runs_between(session, dag_id, start, end)
-        total = len(dag_runs)
-        print(
-            f"DAG {dag_id}: {total} DAG run(s) with a logical date from {iso(start)} to "
-            f"{iso(end)}; rerun from {_scope(stage_id, args.only)}."
-        )
-        _note_guess(dags)
-        plans = []
-        for i, dag_run in enumerate(dag_runs, 1):
-            plan = _plan_run(session, store, dags, dag_run, stage_id=stage_id, only=args.only)
-            plans.append(plan)
-            print(f"[{i}/{total}] {plan.run_id}: {_plan_line(plan)}", flush=True)
+    state_path = _state_path(args)
+    if getattr(args, "restart", False) and not args.dry_run:
+        state_path.unlink(missing_ok=True)
+    state = BackfillState.load(state_path)
+    dags, plans, (estimate, estimate_tokens) = _plan_backfill(args, start, end, _progress())
     todo = [p for p in plans if p.tasks]
     count = sum(len(p.tasks) for p in todo)
-    if args.dry_run or not todo:
+    if args.dry_run:
+        again = sum(1 for p in todo if state.runs.get(p.run_id))
         print(
             f"Dry run: nothing was cleared ({count} task instance(s) in {len(todo)} DAG run(s) "
-            "would be)."
-            if args.dry_run
-            else "Nothing to clear."
+            "would be"
+            + (f"; {again} of them already rerun by this backfill, not again" if again else "")
+            + ")."
+        )
+        print(
+            f"Estimated AI cost (what these stages spent last time): {money_text(estimate)}, "
+            f"{estimate_tokens} tokens."
         )
         return
-    if not args.yes and not _confirm(
-        f"Clear {count} task instance(s) in {len(todo)} DAG run(s) and queue those runs?"
+    if not todo:
+        print("Nothing to clear.")
+        return
+    if state.runs:
+        print(
+            f"Resuming from {state_path}: {len(state.runs)} DAG run(s) already cleared by this "
+            "backfill are not cleared again (--restart starts over)."
+        )
+    fresh = [p for p in todo if p.run_id not in state.runs]
+    if (
+        fresh
+        and not args.yes
+        and not _confirm(
+            f"Clear {sum(len(p.tasks) for p in fresh)} task instance(s) in {len(fresh)} DAG "
+            "run(s) and queue those runs?"
+        )
     ):
         print("Cancelled, nothing was cleared.")
         return
-    cleared = 0
-    for i, plan in enumerate(plans, 1):
-        if not plan.tasks:
-            continue
+    summary, cleared, runs = _execute(args, dags, plans, state, _progress())
+    print(f"Cleared {cleared} task instance(s) in {runs} DAG run(s) of {args.dag_id}.")
+    for line in summary.lines():
+        print(line)
+    # Done: the next run of the same command is a new backfill, not a resume.
+    state_path.unlink(missing_ok=True)
+    if summary.failed:
+        raise SystemExit(1)
+
+
+def _execute(
+    args: Namespace, dags: _Dag, plans: list[RunPlan], state: BackfillState, progress: Progress
+) -> tuple[BackfillSummary, int, int]:
+    """Clears the planned runs (``--max-active``, ``--wait``), with the progress bar; returns
+    the summary, how many task instances and how many DAG runs were cleared."""
+    from airflow_workflow_engine.host.backfill import drive_backfill
+
+    dag_id = dags.dag_id
+    todo = [p for p in plans if p.tasks]
+    total = len(plans)
+    max_active = getattr(args, "max_active", None)
+    by_id = {p.run_id: p for p in todo}
+    index = {p.run_id: i for i, p in enumerate(plans, 1)}
+    cleared, runs = 0, 0
+
+    def clear(run_id: str) -> str:
+        nonlocal cleared, runs
         with _session() as session:
-            done, state = _clear_run(session, dags, plan)
+            done, run_state = _clear_run(session, dags, by_id[run_id])
         cleared += done
-        print(f"[{i}/{total}] {plan.run_id}: cleared {done} task(s); DAG run {state}", flush=True)
-    print(f"Cleared {cleared} task instance(s) in {len(todo)} DAG run(s) of {dag_id}.")
+        runs += 1
+        return f"cleared {done} task(s); DAG run {run_state}"
+
+    wait = bool(getattr(args, "wait", False))
+    with progress:
+        bar = progress.add_task("Rerunning" if wait else "Clearing", total=len(todo))
+
+        def on_event(run_id: str, text: str) -> None:
+            progress.console.print(f"[{index[run_id]}/{total}] {run_id}: {text}", markup=False)
+            finished = not text.startswith(("cleared", "already cleared"))
+            if finished or not wait:
+                progress.advance(bar)
+
+        summary = drive_backfill(
+            [p.run_id for p in todo],
+            state=state,
+            clear=clear,
+            run_state=lambda run_id: _dag_run_state(dag_id, run_id),
+            why_failed=lambda run_id: _why_failed(dag_id, run_id),
+            max_active=max_active,
+            wait=wait,
+            on_event=on_event,
+            poll_seconds=float(getattr(args, "poll_interval", 5.0)),
+        )
+    summary.skipped.extend((p.run_id, p.skip) for p in plans if p.skip is not None)
+    summary.skipped.extend(
+        (p.run_id, "nothing to clear (no such task instances)")
+        for p in plans
+        if p.skip is None and not p.tasks
+    )
+    return summary, cleared, runs

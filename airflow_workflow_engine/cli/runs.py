@@ -5,6 +5,7 @@ from __future__ import annotations
 from argparse import Namespace
 from typing import TYPE_CHECKING, Any
 
+from airflow_workflow_engine.ai.ledger import money
 from airflow_workflow_engine.cli._common import (
     cli_command,
     iso,
@@ -12,7 +13,8 @@ from airflow_workflow_engine.cli._common import (
     newest_runs,
     open_store,
     preview,
-    print_json,
+    print_listing,
+    print_structured,
     render_table,
     resolve_run,
 )
@@ -57,7 +59,8 @@ def _run_row(run: RunRecord, awaiting_approval_since: str | None = None) -> dict
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "completed_at": iso(run.completed_at),
-        "total_cost": run.total_cost,
+        # Exact in JSON and YAML: a decimal string, never a float such as 4.36e-05.
+        "total_cost": money(run.total_cost),
         "total_tokens": run.total_tokens,
         "awaiting_approval_since": awaiting_approval_since,
     }
@@ -75,31 +78,21 @@ def runs_list(args: Namespace) -> None:
             limit=max(int(args.limit), 1),
         )
         rows = [_run_row(r, _awaiting_approval(store, r)) for r in runs]
-    if args.output == "json":
-        print_json(rows)
-        return
-    if not rows:
-        print("No workflow runs match.")
-        return
-    print(
-        render_table(
-            _LIST_HEADERS,
-            [
-                [
-                    r["workflow_run_id"],
-                    r["workflow_id"],
-                    r["idempotency_key"],
-                    _status_note(r),
-                    r["created_at"],
-                    r["completed_at"],
-                    money_text(r["total_cost"]),
-                    r["total_tokens"],
-                ]
-                for r in rows
-            ],
-            right=(6, 7),
-        )
+    print_listing(rows, args.output, mapper=_list_cells, empty="No workflow runs match.")
+
+
+def _list_cells(row: dict[str, Any]) -> dict[str, Any]:
+    values = (
+        row["workflow_run_id"],
+        row["workflow_id"],
+        row["idempotency_key"],
+        _status_note(row),
+        row["created_at"],
+        row["completed_at"],
+        money_text(row["total_cost"]),
+        row["total_tokens"],
     )
+    return dict(zip(_LIST_HEADERS, values, strict=True))
 
 
 def _status_note(row: dict[str, Any]) -> str:
@@ -123,7 +116,7 @@ def _stage_row(stage: StageRecord) -> dict[str, Any]:
         "started_at": iso(stage.started_at),
         "completed_at": iso(stage.completed_at),
         "duration_seconds": _duration(stage),
-        "ai_cost": metrics.get("ai_cost"),
+        "ai_cost": None if metrics.get("ai_cost") is None else money(metrics["ai_cost"]),
         "ai_tokens": metrics.get("ai_tokens"),
         "output_preview": None if stage.output is None else preview(stage.output),
         "output_ref": stage.output_ref,
@@ -152,8 +145,8 @@ def runs_show(args: Namespace) -> None:
     summary = _run_row(run)
     stage_rows = [_stage_row(s) for s in stages]
     note_rows = [_annotation_row(a) for a in notes]
-    if args.output == "json":
-        print_json(
+    if args.output in ("json", "yaml"):
+        print_structured(
             {
                 **summary,
                 "workflow_name": run.workflow_name,
@@ -162,7 +155,8 @@ def runs_show(args: Namespace) -> None:
                 "error": run.error_message,
                 "stages": stage_rows,
                 "annotations": note_rows,
-            }
+            },
+            args.output,
         )
         return
     _print_run(run, summary, stage_rows, note_rows)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 from airflow_workflow_engine.host.queries import QueryError
 
-__all__ = ["PREVIEW_CHARS", "iso", "money_text", "parse_when", "preview"]
+__all__ = ["PREVIEW_CHARS", "exact", "iso", "money_text", "parse_when", "preview"]
 
 #: Characters of a stage output shown by ``runs show`` and the run page.
 PREVIEW_CHARS = 200
@@ -55,6 +55,22 @@ def money_text(value: float | Decimal | None) -> str:
     if value is None:
         return format_cost(None)
     return format_cost(value if isinstance(value, Decimal) else Decimal(repr(value)))
+
+
+def exact(value: Any) -> Any:
+    """``value`` for JSON or YAML: amounts as exact decimal strings (``"0.0000436"``, never a
+    float such as ``4.36e-05``), timestamps as ISO 8601; lists and dicts recursively."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): exact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [exact(v) for v in value]
+    return value
 
 
 def preview(value: Any, width: int = PREVIEW_CHARS) -> str:

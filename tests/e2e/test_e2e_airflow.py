@@ -325,6 +325,47 @@ def test_cli_rerun_from_a_stage_and_report(cluster: AirflowCluster) -> None:
         assert "mock:e2e-summarizer" in costs and "mock:e2e-classifier" in costs
 
 
+def test_cli_backfill_rerun_waits_one_at_a_time_and_sums_up(cluster: AirflowCluster) -> None:
+    """``backfill-rerun --wait --max-active 1`` over two DAG runs with logical dates: the real
+    scheduler reruns ``publish`` in the first run before the second is cleared, the progress
+    bar ends full and the summary names both; the state file is gone afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    dates = ("2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00")
+    run_ids = [f"e2e_backfill_{tag}_{i}" for i in (1, 2)]
+    for run_id, when in zip(run_ids, dates, strict=True):
+        body = {"dag_run_id": run_id, "logical_date": when, "conf": CONF}
+        cluster.api("POST", f"/dags/{DAG}/dagRuns", body)
+    with cluster.explain_failure(DAG, run_ids[1]):
+        for run_id in run_ids:
+            assert finished_run(cluster, DAG, run_id).dag_run["state"] == "success"
+        out = cluster.workflow_engine(
+            "backfill-rerun",
+            DAG,
+            "--from-stage",
+            "publish",
+            "--start-date",
+            "2026-01-01",
+            "--end-date",
+            "2026-01-02",
+            "--wait",
+            "--max-active",
+            "1",
+            "--poll-interval",
+            "1",
+            "-y",
+        ).stdout
+        first_done = out.index(f"[1/2] {run_ids[0]}: rerun finished (success)")
+        second_cleared = out.index(f"[2/2] {run_ids[1]}: cleared 1 task(s)")
+        assert first_done < second_cleared, out  # --max-active 1
+        assert f"[2/2] {run_ids[1]}: rerun finished (success)" in out, out
+        assert "Rerunning" in out and "2/2" in out, out
+        assert "Summary: 2 rerun, 0 skipped, 0 failed." in out, out
+        for run_id in run_ids:
+            tries = {t: ti["try_number"] for t, ti in cluster.task_instances(DAG, run_id).items()}
+            assert tries["publish"] == 2 and tries["embed"] == 1, tries
+        assert not list(Path(cluster.home).glob("workflow_engine/backfill-rerun/*.json"))
+
+
 def test_fix_and_clear_a_failed_stage(cluster: AirflowCluster) -> None:
     """``classify`` fails (a bug); the DAG run and the workflow run fail. After the fix,
     clearing the failed task (with downstream) completes the same workflow run."""

@@ -4,6 +4,9 @@ pipeline to completion; the Airflow demo is tested in
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from airflow_workflow_engine import demo
@@ -61,3 +64,25 @@ def test_example_workflow_does_not_import_the_demo() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_demo_prints_the_environment_that_points_the_cli_at_it(tmp_path: Path) -> None:
+    """The ``export`` lines, sourced by bash, give the CLI the demo's home, databases and
+    DAGs, exactly as the demo's Airflow processes have them."""
+    from airflow_workflow_engine.demo_airflow import CLI_VARIABLES, cli_exports
+    from airflow_workflow_engine.testing.cluster import EmbeddedAirflow
+
+    airflow = EmbeddedAirflow.prepare(tmp_path / "home with space", tmp_path / "dags", port=0)
+    lines = cli_exports(airflow.env, bin_dir=tmp_path / "bin")
+    assert all(line.startswith("export ") for line in lines)
+    script = "\n".join([*lines, "env -0 | grep -z -E '^(PATH|AIRFLOW)'"])
+    done = subprocess.run(
+        ["bash", "-c", script], env={"PATH": "/usr/bin:/bin"}, capture_output=True, check=True
+    )
+    seen = dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if item)
+    assert seen["PATH"].startswith(f"{tmp_path / 'bin'}:")
+    expected = {k: airflow.env[k] for k in CLI_VARIABLES if k in airflow.env}
+    assert {k: v for k, v in seen.items() if k != "PATH"} == expected
+    assert expected["AIRFLOW_HOME"] == str(airflow.home)
+    assert "AIRFLOW__WORKFLOW_ENGINE__SQL_ALCHEMY_CONN" in expected
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in expected

@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from airflow_workflow_engine.ai.ledger import money
+from airflow_workflow_engine.host.format import money_text
 from airflow_workflow_engine.kernel.status import Status
 from tests.integration.airflow.fixtures import (
     AIRFLOW_MARKS,
@@ -189,7 +190,8 @@ def test_runs_list_and_show_agree_with_the_kernel(
         assert row["workflow_run_id"] == run.id and row["workflow_id"] == "it-fanout"
         assert row["dag_run_id"] == result.run_id
         assert row["status"] == run.status.value == "COMPLETED"
-        assert row["total_cost"] == run.total_cost and row["total_tokens"] == run.total_tokens
+        assert row["total_cost"] == format(money(run.total_cost).normalize(), "f")
+        assert row["total_tokens"] == run.total_tokens
         assert row["completed_at"] is not None
 
     run = runs[first.run_id]
@@ -257,18 +259,69 @@ def test_costs_agree_with_the_ledger(airflow_env: AirflowEnv, hand_wired: DagRun
     assert total["cost"] == format(spent.normalize(), "f")
     assert total["total_tokens"] == run.total_tokens
 
-    # The DAG's spend over every run, as a table, matches the ledger's roll-up.
-    table = ok(cli(airflow_env.env, "costs", "--dag-id", HAND_WIRED, "--by", "model"))
+    # The DAG's spend over every run, as a plain table, matches the ledger's roll-up.
+    plain = ok(
+        cli(airflow_env.env, "costs", "--dag-id", HAND_WIRED, "--by", "model", "-o", "plain")
+    )
     (dag_total,) = by_dag
-    total_line = table.strip().splitlines()[-1].split()
-    assert total_line == [
-        "total",
+    header, *_, last = plain.strip().splitlines()
+    assert header.split() == [
+        "MODEL", "CALLS", "ERRORS", "INPUT", "TOKENS", "OUTPUT", "TOKENS", "TOTAL", "TOKENS", "COST"
+    ]  # fmt: skip
+    assert last.split() == [
+        "TOTAL",
         str(dag_total.calls),
+        str(dag_total.errors),
         str(dag_total.input_tokens),
         str(dag_total.output_tokens),
+        str(dag_total.total_tokens),
         f"${dag_total.cost:.6f}",
     ]
-    assert "mock:summarizer" in table and "mock:classifier" in table
+    assert "mock:summarizer" in plain and "mock:classifier" in plain
+    table = ok(cli(airflow_env.env, "costs", "--dag-id", HAND_WIRED, "--by", "model"))
+    assert "mock:summarizer" in table and "TOTAL" in table and f"${dag_total.cost:.6f}" in table
+
+
+def test_backfill_rerun_dry_run_estimates_from_the_ledger(
+    airflow_env: AirflowEnv, hand_wired: DagRunResult
+) -> None:
+    """``--dry-run`` shows what the stages to rerun spent last time (summarize and classify
+    are downstream of extract), from the ledger; nothing is cleared."""
+    from airflow_workflow_engine.ai.sql_ledger import SqlLedger
+
+    examples = {**airflow_env.env, "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES)}
+    run = airflow_env.kernel_run(hand_wired, HAND_WIRED)
+    before = airflow_run(airflow_env, HAND_WIRED, hand_wired.run_id)
+    day = before.logical_date.isoformat()
+    ledger = SqlLedger(airflow_env.engine_url)
+    try:
+        spent, tokens = ledger.totals(run.id)
+    finally:
+        ledger.close()
+    assert spent > 0
+    said = ok(
+        cli(
+            examples,
+            "backfill-rerun",
+            HAND_WIRED,
+            "--from-stage",
+            "extract",
+            "--start-date",
+            day,
+            "--end-date",
+            day,
+            "--dry-run",
+        )
+    )
+    assert f"[1/1] {hand_wired.run_id}: " in said
+    assert f"last time {money_text(spent)}, {tokens} tokens" in said
+    assert "Planning" in said and "1/1" in said  # the progress bar's final state
+    assert (
+        f"Estimated AI cost (what these stages spent last time): {money_text(spent)}, "
+        f"{tokens} tokens." in said
+    )
+    after = airflow_run(airflow_env, HAND_WIRED, hand_wired.run_id)
+    assert after == before
 
 
 # -- approvals -----------------------------------------------------------------------------
@@ -382,6 +435,11 @@ def test_backfill_rerun_over_a_date_range(
     assert f"[1/2] {first.run_id}: cleared 4 task(s); DAG run queued" in said
     assert f"[2/2] {second.run_id}: cleared 4 task(s); DAG run queued" in said
     assert "Cleared 8 task instance(s) in 2 DAG run(s) of it_fanout." in said
+    # No --wait: the summary names the queued runs; the bar ends full.
+    assert "Summary: 0 rerun, 0 skipped, 0 failed, 2 still running." in said
+    assert f"  running  {first.run_id}" in said
+    assert "Clearing" in said and "2/2" in said
+    assert not list((airflow_env.home / "workflow_engine").glob("backfill-rerun/*.json"))
     for result in fanout:
         after = airflow_run(airflow_env, FANOUT, result.run_id)
         assert after.state == "queued"
