@@ -165,7 +165,9 @@ def _decide(
         # `runs list` says since when the run waits for a reviewer.
         waiting = _listed(env, run.id)
         assert waiting["status"] == "RUNNING" and waiting["awaiting_approval_since"], waiting
-        table = ok(cli(env.env, "runs", "list", "--dag-id", DAG_ID))
+        # The rich table wraps long cells at Airflow's 200-column pipe width; `-o plain` is the
+        # listing made for pipes and keeps one run per line.
+        table = ok(cli(env.env, "runs", "list", "--dag-id", DAG_ID, "-o", "plain"))
         line = next(row for row in table.splitlines() if row.startswith(run.id))
         assert f"RUNNING (awaiting approval since {waiting['awaiting_approval_since']})" in line
         pending = ok_json(cli(env.env, "approvals", "list", "--dag-id", DAG_ID, "-o", "json"))
