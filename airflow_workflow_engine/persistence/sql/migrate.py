@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: The newest revision in ``migrations/versions`` (a test keeps this in step).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 

@@ -42,6 +42,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -145,6 +146,27 @@ def _append_in_one(changed: tuple[str, ...] = ()) -> Any:
 
 #: Per set of run columns changed along (``append_event``'s ``run_changes``): few distinct.
 _APPEND_IN_ONE: dict[tuple[str, ...], Any] = {(): _append_in_one()}
+
+#: The trigger of migration 0005 (SQLite): an event's INSERT advances its run's sequence.
+SQLITE_SEQUENCE_TRIGGER = "wfe_outbox_events_advance_run_sequence"
+#: ``INSERT INTO outbox_events SELECT ..., event_sequence + 1 FROM runs WHERE id = :w_run
+#: RETURNING sequence`` (SQLite with that trigger): one statement, nothing inserted when the
+#: run does not exist. Only inside a write transaction (``BEGIN IMMEDIATE`` holds the lock).
+_APPEND_BY_TRIGGER = (
+    insert(_E)
+    .from_select(
+        _EVENT_COLUMNS,
+        select(
+            *(
+                (_R.c.event_sequence + 1)
+                if name == "sequence"
+                else bindparam(f"p_{name}", type_=_E.c[name].type)
+                for name in _EVENT_COLUMNS
+            )
+        ).where(_R.c.id == bindparam("w_run")),
+    )
+    .returning(_E.c.sequence)
+)
 _BUMP_RETURNING_WITH: dict[tuple[str, ...], Any] = {(): _BUMP.returning(_R.c.event_sequence)}
 _RUN_LABELS = [f"r_{c.name}" for c in _R.c]
 _STAGE_LABELS = [f"s_{c.name}" for c in _S.c]
@@ -181,6 +203,8 @@ class SqlPersistence:
         #: UPDATE ... RETURNING the row: one statement instead of an UPDATE and a SELECT.
         self._returning = self._dialect in ("postgresql", "sqlite")
         self._if_absent: dict[str, Any] = {}
+        #: SQLite: whether migration 0005's sequence trigger exists (None: not looked up yet).
+        self._has_sequence_trigger: bool | None = None
         t = workflow_stages
         self._stages_of_run = (
             select(t)
@@ -557,6 +581,12 @@ class SqlPersistence:
                     raise RunNotFoundError(workflow_run_id)
                 return event.model_copy(update={"sequence": sequence})
             params = {"w_run": workflow_run_id, **extra}
+            if not changed and self._sequence_trigger(conn):
+                params.update((f"p_{k}", v) for k, v in values.items())
+                sequence = conn.execute(_APPEND_BY_TRIGGER, params).scalar_one_or_none()
+                if sequence is None:
+                    raise RunNotFoundError(workflow_run_id)
+                return event.evolve(sequence=sequence)
             if self._returning:
                 bump = _BUMP_RETURNING_WITH.get(changed)
                 if bump is None:
@@ -577,6 +607,20 @@ class SqlPersistence:
             values["sequence"] = sequence
             conn.execute(insert(outbox_events), values)
             return event.model_copy(update={"sequence": sequence})
+
+    def _sequence_trigger(self, conn: Connection) -> bool:
+        """Whether this SQLite database has migration 0005's trigger (looked up once)."""
+        found = self._has_sequence_trigger
+        if found is None:
+            found = self._dialect == "sqlite" and (
+                conn.execute(
+                    text("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :n"),
+                    {"n": SQLITE_SEQUENCE_TRIGGER},
+                ).first()
+                is not None
+            )
+            self._has_sequence_trigger = found
+        return found
 
     @staticmethod
     def _events(rows: Sequence[RowMapping]) -> list[OutboxEvent]:

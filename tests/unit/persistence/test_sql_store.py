@@ -37,6 +37,7 @@ from airflow_workflow_engine.persistence.memory import InMemoryPersistence
 from airflow_workflow_engine.persistence.sql import SqlPersistence, migrate
 from airflow_workflow_engine.persistence.sql.engine import make_engine, normalize_url
 from airflow_workflow_engine.testing.kit import create_test_kernel
+from airflow_workflow_engine.testing.sql_counter import SqlCounter
 
 pytest_plugins = ["tests.postgres_fixtures"]
 
@@ -451,6 +452,32 @@ def test_append_event_can_change_the_run_in_the_same_write(either: Any) -> None:
     assert [r.id for r in either.list_runs(status=Status.RUNNING)] == ["r1"]  # status index
     with pytest.raises(RunNotFoundError):
         either.append_event("missing", "x", {}, occurred_at=at(0), run_changes={"priority": 1})
+
+
+@pytest.mark.parametrize("revision", ["0004", "head"])
+def test_sqlite_events_with_and_without_the_sequence_trigger(tmp_path: Path, revision: str) -> None:
+    """Migration 0005's trigger makes an SQLite event one INSERT; a database without it
+    (older schema) gets the UPDATE ... RETURNING and INSERT, with the same sequences."""
+    url = f"sqlite:///{tmp_path / 'wfe.db'}"
+    migrate(url, revision=revision)
+    with SqlPersistence(url) as sql_store:
+        sql_store.insert_run(make_run("r1"))
+        sql_store.append_event("r1", "a", {}, occurred_at=at(1))  # looks the trigger up
+        with SqlCounter(sql_store.engine, keep_sql=True) as counter:
+            e2 = sql_store.append_event("r1", "b", {"x": 1}, occurred_at=at(2))
+            e3 = sql_store.append_event(
+                "r1", "c", {}, occurred_at=at(3), run_changes={"priority": 1}
+            )
+            e4 = sql_store.append_event("r1", "d", {}, occurred_at=at(4))
+        assert (e2.sequence, e3.sequence, e4.sequence) == (2, 3, 4)
+        assert [e.sequence for e in sql_store.list_events("r1")] == [1, 2, 3, 4]
+        run = sql_store.get_run("r1")
+        assert run is not None and (run.event_sequence, run.priority) == (4, 1)
+        # Plain events: one INSERT with the trigger, else two; with run changes: two.
+        assert counter.total.statements == (4 if revision == "head" else 6), counter.total.sql
+        with pytest.raises(RunNotFoundError):
+            sql_store.append_event("missing", "x", {}, occurred_at=at(0))
+        assert len(sql_store.list_events("missing")) == 0
 
 
 def test_append_event_refuses_unknown_run_fields(store: SqlPersistence) -> None:
