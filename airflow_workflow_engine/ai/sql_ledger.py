@@ -62,7 +62,11 @@ from airflow_workflow_engine.persistence.sql.engine import (
     make_engine,
 )
 from airflow_workflow_engine.persistence.sql.errors import translate_error
-from airflow_workflow_engine.persistence.sql.tables import ai_calls, ai_cost_rollup
+from airflow_workflow_engine.persistence.sql.tables import (
+    ai_calls,
+    ai_cost_rollup,
+    run_and_stage_ai_sums,
+)
 
 __all__ = ["ROLLUP_DIMENSIONS", "SqlLedger"]
 
@@ -82,20 +86,7 @@ _ROLLUP_SUMS = (
 )
 
 
-def _run_and_stage_totals() -> Any:
-    """Built once with bound parameters: SQLAlchemy reuses the compiled SQL."""
-    c = ai_calls.c
-    tokens = c.input_tokens + c.output_tokens
-    in_stage = c.stage_id == bindparam("w_stage")
-    return select(
-        func.sum(c.cost),
-        func.coalesce(func.sum(tokens), 0),
-        func.sum(case((in_stage, c.cost))),
-        func.coalesce(func.sum(case((in_stage, tokens))), 0),
-    ).where(c.workflow_run_id == bindparam("w_run"))
-
-
-_RUN_AND_STAGE = _run_and_stage_totals()
+_RUN_AND_STAGE = run_and_stage_ai_sums()
 
 
 class SqlLedger:
@@ -250,8 +241,22 @@ class SqlLedger:
         transaction reads both)."""
         with self._tx(write=False) as conn:
             params = {"w_run": workflow_run_id, "w_stage": stage_id}
-            run_cost, run_tokens, cost, stage_tokens = conn.execute(_RUN_AND_STAGE, params).one()
+            sums = conn.execute(_RUN_AND_STAGE, params).one()
+        return self.totals_from_sums(tuple(sums))
+
+    @staticmethod
+    def totals_from_sums(
+        sums: tuple[Any, ...],
+    ) -> tuple[tuple[Decimal, int], tuple[Decimal, int]]:
+        """``run_and_stage_totals``' answer from the row of ``run_and_stage_ai_sums`` (which
+        the store may have read along with the run, in the same transaction)."""
+        run_cost, run_tokens, cost, stage_tokens = sums
         return (money(run_cost), int(run_tokens)), (money(cost), int(stage_tokens))
+
+    def shares_engine_with(self, store: object) -> bool:
+        """Whether ``store`` is on this ledger's engine (``SqlLedger(store.engine)``), so
+        one statement can read the store's rows and the ledger's totals."""
+        return getattr(store, "engine", None) is self._engine
 
     def spent(self, workflow_run_id: str, stage_id: str | None = None) -> Decimal:
         return self.totals(workflow_run_id, stage_id)[0]

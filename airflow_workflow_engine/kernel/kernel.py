@@ -50,6 +50,8 @@ __all__ = ["CostLedger", "Kernel", "KernelSettings", "SystemClock", "create_kern
 logger = logging.getLogger("airflow_workflow_engine.kernel")
 
 T = TypeVar("T")
+#: A ledger's ``run_and_stage_totals``: ((run cost, run tokens), (stage cost, stage tokens)).
+AiTotals = tuple[tuple[Decimal, int], tuple[Decimal, int]]
 
 #: ``json.dumps(value, separators=(",", ":"))`` without building an encoder per call.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
@@ -316,14 +318,37 @@ class Kernel:
         except Exception:
             logger.exception("could not mark the AI ledger rows of %s/%s", run_id, stage_id)
 
-    def refresh_ai_totals(self, run: RunRecord, stage_id: str) -> dict[str, Any]:
+    def require_run_for_outcome(
+        self, workflow_run_id: str, stage_id: str
+    ) -> tuple[RunRecord, list[StageRecord], AiTotals | None]:
+        """``require_run_with_stages(workflow_run_id, for_update=True)`` and, when the store
+        can read them in the same statement (a ``SqlLedger`` on a ``SqlPersistence``'s
+        engine), the ledger's totals of the run and of ``stage_id`` for
+        :meth:`refresh_ai_totals`; else ``None`` and that method asks the ledger."""
+        read = getattr(self.persistence, "get_run_with_stages_and_ai_sums", None)
+        shares = getattr(self.ledger, "shares_engine_with", None)
+        if read is None or shares is None or not shares(self.persistence):
+            run, stages = self.require_run_with_stages(workflow_run_id, for_update=True)
+            return run, stages, None
+        found, stages, sums = read(workflow_run_id, stage_id)
+        if found is None:
+            raise RunNotFoundError(workflow_run_id)
+        totals: AiTotals = self.ledger.totals_from_sums(sums)  # type: ignore[union-attr]
+        return found, stages, totals
+
+    def refresh_ai_totals(
+        self, run: RunRecord, stage_id: str, totals: AiTotals | None = None
+    ) -> dict[str, Any]:
         """``refresh_run_ai_totals(run.id, run)`` and ``stage_ai_metrics(run.id, stage_id)``,
-        in one ledger query when the ledger offers ``run_and_stage_totals``."""
-        both = getattr(self.ledger, "run_and_stage_totals", None)
-        if both is None:
-            self.refresh_run_ai_totals(run.id, run)
-            return self.stage_ai_metrics(run.id, stage_id)
-        (run_cost, run_tokens), (cost, tokens) = both(run.id, stage_id)
+        in one ledger query when the ledger offers ``run_and_stage_totals``. ``totals``: the
+        ledger's ``run_and_stage_totals`` as read in this transaction already."""
+        if totals is None:
+            both = getattr(self.ledger, "run_and_stage_totals", None)
+            if both is None:
+                self.refresh_run_ai_totals(run.id, run)
+                return self.stage_ai_metrics(run.id, stage_id)
+            totals = both(run.id, stage_id)
+        (run_cost, run_tokens), (cost, tokens) = totals
         changes = {"total_cost": float(run_cost), "total_tokens": run_tokens}
         if any(getattr(run, k) != v for k, v in changes.items()):
             self.persistence.update_run(run.id, **changes)

@@ -190,7 +190,8 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
 
     # Phase 3: one transaction for everything the attempt produced.
     with k.persistence.transaction():
-        fresh_run, stages = k.require_run_with_stages(run.id, for_update=True)
+        # The run (locked), its stages and, where one statement can, the AI totals.
+        fresh_run, stages, totals = k.require_run_for_outcome(run.id, rec.stage_id)
         fresh = next((s for s in stages if s.stage_id == rec.stage_id), None)
         if (
             fresh_run.status not in _ACTIVE_RUN
@@ -202,7 +203,7 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
             k.refresh_run_ai_totals(run.id, fresh_run)
             return _result(cmd, "cancelled", attempt, ghost=True, error=_describe(error))
         k.persist_buffer(run.id, rec.stage_id, buffer, attempt)
-        ai = k.refresh_ai_totals(fresh_run, rec.stage_id)
+        ai = k.refresh_ai_totals(fresh_run, rec.stage_id, totals)
         if error is not None:
             return _fail(k, cmd, fresh, attempt, error, ai=ai)
         if isinstance(outcome, Suspended):

@@ -76,6 +76,7 @@ from airflow_workflow_engine.persistence.sql.tables import (
     annotations_table,
     idempotency_keys,
     outbox_events,
+    run_and_stage_ai_sums,
     workflow_logs,
     workflow_runs,
     workflow_stages,
@@ -224,6 +225,14 @@ class SqlPersistence:
         )
         self._run_with_stages = with_stages
         self._run_with_stages_for_update = with_stages.with_for_update(of=_R)
+        # The same, locked, with the run's and a stage's AI totals from the ledger's table
+        # (one row, joined to each): the kernel's outcome transaction in one read.
+        sums = run_and_stage_ai_sums().subquery("ai")
+        self._run_with_stages_and_ai_sums = (
+            with_stages.add_columns(*sums.c)
+            .join_from(_R, sums, literal(True))
+            .with_for_update(of=_R)
+        )
         if create_tables:
             from airflow_workflow_engine.persistence.sql.migrate import migrate
 
@@ -381,6 +390,11 @@ class SqlPersistence:
             rows = conn.execute(query, {"w_run": workflow_run_id}).all()
         if not rows:
             return None, []
+        return self._run_and_stages(rows)
+
+    @staticmethod
+    def _run_and_stages(rows: Sequence[Any]) -> tuple[RunRecord, list[StageRecord]]:
+        """The run and its stages from the rows of the run joined to its stages."""
         first = rows[0]
         run = RunRecord.model_validate({c.name: first[i] for i, c in enumerate(_R.c)})
         width = len(_RUN_LABELS)
@@ -390,6 +404,20 @@ class SqlPersistence:
             if row[width] is not None  # the outer join's row of a run without stages
         ]
         return run, stages
+
+    def get_run_with_stages_and_ai_sums(
+        self, workflow_run_id: str, stage_id: str
+    ) -> tuple[RunRecord | None, list[StageRecord], tuple[Any, ...]]:
+        """``get_run_with_stages(workflow_run_id, for_update=True)`` and, in the same
+        statement, the ledger's ``run_and_stage_ai_sums`` of the run and ``stage_id`` (for a
+        ledger on this store's engine: ``SqlLedger.totals_from_sums`` reads them)."""
+        params = {"w_run": workflow_run_id, "w_stage": stage_id}
+        with self._tx() as conn:
+            rows = conn.execute(self._run_with_stages_and_ai_sums, params).all()
+        if not rows:
+            return None, [], ()
+        run, stages = self._run_and_stages(rows)
+        return run, stages, tuple(rows[0][-4:])
 
     def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
         query = (

@@ -29,6 +29,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
+    case,
+    func,
+    select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -44,6 +48,7 @@ __all__ = [
     "idempotency_keys",
     "metadata",
     "outbox_events",
+    "run_and_stage_ai_sums",
     "workflow_logs",
     "workflow_runs",
     "workflow_stages",
@@ -300,3 +305,19 @@ ai_cost_rollup = Table(
     Column("cost", Float, nullable=False),
     Column("unpriced_calls", BigInteger, nullable=False),
 )
+
+
+def run_and_stage_ai_sums() -> Any:
+    """``SELECT`` a run's ledger totals and one stage's: cost, tokens, stage cost, stage
+    tokens (bound ``w_run`` and ``w_stage``; costs NULL without a priced call). The ledger's
+    ``run_and_stage_totals`` runs it; the store joins it to the run's read for the kernel's
+    outcome transaction. Built once per caller: SQLAlchemy reuses the compiled SQL."""
+    c = ai_calls.c
+    tokens = c.input_tokens + c.output_tokens
+    in_stage = c.stage_id == bindparam("w_stage")
+    return select(
+        func.sum(c.cost).label("run_cost"),
+        func.coalesce(func.sum(tokens), 0).label("run_tokens"),
+        func.sum(case((in_stage, c.cost))).label("stage_cost"),
+        func.coalesce(func.sum(case((in_stage, tokens))), 0).label("stage_tokens"),
+    ).where(c.workflow_run_id == bindparam("w_run"))

@@ -134,6 +134,44 @@ def test_stage_metrics_and_run_totals_come_from_the_ledger(kit: TestKit) -> None
     assert f"${first_cost + second_cost:.6f}" in table.splitlines()[-1]
 
 
+@pytest.mark.parametrize("backend", [p for p in backend_params() if p.values[0] != "memory"])
+def test_a_ledger_on_its_own_engine_gives_the_same_totals(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    """On the store's engine, the outcome transaction reads the AI totals with the run (one
+    statement); a ledger with an engine of its own (same database) is asked separately.
+    Both give the same metrics and totals."""
+    from airflow_workflow_engine.ai.sql_ledger import SqlLedger
+
+    figures = []
+    with BACKENDS[backend](request) as store:
+        url = store.engine.url.render_as_string(hide_password=False)
+        for ledger in (SqlLedger(store.engine), SqlLedger(url)):
+            assert ledger.shares_engine_with(store) == (ledger.engine is store.engine)
+            kit = create_test_kernel([WORKFLOW], persistence=store, ledger=ledger)
+            run = run_to_completion(kit.kernel, kit.job_transport, start(kit))
+            stages = kit.persistence.list_stages(run.id)
+            figures.append(
+                (
+                    run.total_cost,
+                    run.total_tokens,
+                    [(s.stage_id, s.metrics["ai_cost"], s.metrics["ai_tokens"]) for s in stages],
+                )
+            )
+            ledger.close()
+    first_cost = cost("hello there world")
+    second_cost = cost("one two") + cost("three four five")
+    assert (
+        figures[0]
+        == figures[1]
+        == (
+            float(first_cost + second_cost),
+            19,
+            [("first", float(first_cost), 7), ("second", float(second_cost), 12)],
+        )
+    )
+
+
 def test_rows_are_bound_to_run_stage_attempt_and_topic(kit: TestKit) -> None:
     run_id = start(kit)
     run_to_completion(kit.kernel, kit.job_transport, run_id)
