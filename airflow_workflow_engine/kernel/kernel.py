@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -118,6 +119,16 @@ class Kernel:
         from airflow_workflow_engine.kernel.handlers import HANDLERS
 
         self._handlers = HANDLERS
+
+    @cached_property
+    def _outcome_read(self) -> Callable[[str, str], tuple[Any, list[StageRecord], Any]] | None:
+        """The store's ``get_run_with_stages_and_ai_sums`` when the ledger's totals can be
+        read with the run (the ledger shares the store's engine), else ``None``."""
+        read = getattr(self.persistence, "get_run_with_stages_and_ai_sums", None)
+        shares = getattr(self.ledger, "shares_engine_with", None)
+        if read is None or shares is None or not shares(self.persistence):
+            return None
+        return read  # type: ignore[no-any-return]
 
     # -- dispatch --------------------------------------------------------------------------
     def dispatch(self, command: c.Command | BaseModel | dict[str, Any]) -> Any:
@@ -325,10 +336,11 @@ class Kernel:
         can read them in the same statement (a ``SqlLedger`` on a ``SqlPersistence``'s
         engine), the ledger's totals of the run and of ``stage_id`` for
         :meth:`refresh_ai_totals`; else ``None`` and that method asks the ledger."""
-        read = getattr(self.persistence, "get_run_with_stages_and_ai_sums", None)
-        shares = getattr(self.ledger, "shares_engine_with", None)
-        if read is None or shares is None or not shares(self.persistence):
-            run, stages = self.require_run_with_stages(workflow_run_id, for_update=True)
+        read = self._outcome_read
+        if read is None:
+            run, stages = self.persistence.get_run_with_stages(workflow_run_id, for_update=True)
+            if run is None:
+                raise RunNotFoundError(workflow_run_id)
             return run, stages, None
         found, stages, sums = read(workflow_run_id, stage_id)
         if found is None:
