@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -92,6 +93,7 @@ class AIHelper:
         dag_run_id: str | None = None,
         default_model: str | None = None,
         retry: RetryPolicy | None = None,
+        reuse_answers_since: datetime | None = None,
     ) -> None:
         self._providers = (
             providers if isinstance(providers, ProviderRegistry) else ProviderRegistry(providers)
@@ -114,6 +116,7 @@ class AIHelper:
             budget=budget,
             retry=retry,
             secrets=self._providers.secrets,
+            reuse_answers_since=reuse_answers_since,
         )
 
     def __repr__(self) -> str:
@@ -436,9 +439,13 @@ def create_ai_helper(
     stage_id: str | None = None,
     attempt: int | None = None,
     retry: RetryPolicy | None = None,
+    reuse_answers_since: datetime | None = None,
 ) -> AIHelper:
     """A helper outside stages (scripts, notebooks, hooks). ``budget`` may be a number: the
-    run's cap when ``run_id`` is given, else a cap on what this helper spends."""
+    run's cap when ``run_id`` is given, else a cap on what this helper spends.
+    ``reuse_answers_since``: the start of the stage execution ``attempt`` belongs to; answers
+    its earlier, lost attempts recorded since then are reused, not paid again (stages get
+    this from the kernel)."""
     if budget is not None and not isinstance(budget, Budget):
         budget = Budget.of(run_max_cost=budget)
     return AIHelper(
@@ -451,4 +458,5 @@ def create_ai_helper(
         stage_id=stage_id,
         attempt=attempt,
         retry=retry,
+        reuse_answers_since=reuse_answers_since,
     )

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -98,6 +99,11 @@ def _usage_of(error: AnswerReadError, key: ModelKey) -> Usage:
     )
 
 
+def _utc(moment: datetime) -> datetime:
+    """An aware UTC time (SQLite gives naive UTC timestamps back)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
 class CallRecorder:
     """Runs provider calls with retries and writes their ledger rows."""
 
@@ -110,8 +116,10 @@ class CallRecorder:
         budget: Budget | None = None,
         retry: RetryPolicy | None = None,
         secrets: Callable[[], list[str]] = list,
+        reuse_answers_since: datetime | None = None,
     ) -> None:
         self.ledger = ledger
+        self.reuse_answers_since = reuse_answers_since
         self.identity = identity
         self.prompt_policy = prompt_policy
         self.budget = budget or Budget()
@@ -145,14 +153,18 @@ class CallRecorder:
     def recorded_answer(
         self, call_type: CallType, key: ModelKey, prompt: str
     ) -> LedgerEntry | None:
-        """The row of an answer an earlier attempt of this stage was given for the same call
-        (type, model, prompt), when that attempt was lost before it finished (its worker was
-        killed): the retry reuses the answer instead of paying for it again. The n-th such
-        call of this attempt gets the n-th recorded answer. Only rows that keep the response
-        (prompt policy ``store``) and say nothing failed qualify: a failed attempt's rows are
-        marked ``failure``, and its retry asks again."""
+        """The row of an answer an earlier attempt of this stage execution was given for the
+        same call (type, model, prompt): that attempt was lost before it finished (its worker
+        was killed), so the retry reuses the answer instead of paying for it again. The n-th
+        such call of this attempt gets the n-th recorded answer. Only rows written since the
+        execution started (``reuse_answers_since``: a rerun of a finished stage is a new
+        execution and asks again), that keep the response (prompt policy ``store``) and say
+        nothing failed qualify: a failed attempt's rows are marked ``failure``, and its retry
+        asks again."""
         ident = self.identity
-        if not (ident.workflow_run_id and ident.stage_id and ident.attempt and ident.attempt > 1):
+        if self.reuse_answers_since is None or not (ident.attempt and ident.attempt > 1):
+            return None
+        if not (ident.workflow_run_id and ident.stage_id):
             return None
         with self._lock:
             if self._answers is None:
@@ -171,8 +183,10 @@ class CallRecorder:
             logger.exception("could not read the earlier attempts' AI calls; calling anew")
             return answers
         current = self.identity.attempt or 0
+        since = _utc(self.reuse_answers_since) if self.reuse_answers_since else None
         for row in rows:
             earlier = row.attempt is not None and row.attempt < current
+            earlier = earlier and since is not None and _utc(row.created_at) >= since
             answered = row.status == "ok" and row.failure is None and row.batch_id is None
             if earlier and answered and row.response is not None and row.prompt_hash:
                 key = (row.call_type, row.model_key, row.prompt_hash)

@@ -59,7 +59,7 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AirflowCluster]:
     home = tmp_path_factory.mktemp("e2e-celery-home")
-    env = {"E2E_SLOW_SECONDS": "15"}  # time to kill a worker inside a slow stage
+    env = {"E2E_SLOW_SECONDS": "8"}  # time to kill a worker inside a slow stage
     with celery_cluster(
         postgres_server, redis_server, fake_llm.openai_base_url, home, (DAG, SLOW_DAG), env=env
     ) as cluster:

@@ -5,10 +5,9 @@ again; without the response in the ledger (prompt policy ``hash``) there is noth
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import pytest
 from pydantic import BaseModel
 
 from airflow_workflow_engine.ai import (
@@ -21,10 +20,10 @@ from airflow_workflow_engine.ai import (
 from airflow_workflow_engine.ai.helper import AIHelper
 from airflow_workflow_engine.ai.prompts import PromptPolicy
 from airflow_workflow_engine.testing.fake_llm import FakeLLMServer
-from tests.backends import BACKENDS, backend_params
 from tests.fake_llm_fixtures import fake_llm
+from tests.unit.ai.test_ledger import ledger  # every backend: memory, SQLite, PostgreSQL
 
-__all__ = ["fake_llm"]
+__all__ = ["fake_llm", "ledger"]
 
 MODEL = "openai:gpt-test"
 CHAT = "chat/completions"
@@ -34,19 +33,16 @@ class Verdict(BaseModel):
     label: str
 
 
-@pytest.fixture(params=backend_params())
-def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    if request.param == "memory":
-        yield InMemoryLedger()
-        return
-    from airflow_workflow_engine.ai.sql_ledger import SqlLedger
-
-    with BACKENDS[request.param](request) as store:
-        yield SqlLedger(store.engine)
+#: When the stage execution's row was created (the kernel passes it in a stage).
+EXECUTION_START = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 
 def attempt_helper(
-    fake: FakeLLMServer, ledger: Ledger, attempt: int, policy: PromptPolicy = "store"
+    fake: FakeLLMServer,
+    ledger: Ledger,
+    attempt: int,
+    policy: PromptPolicy = "store",
+    since: datetime = EXECUTION_START,
 ) -> AIHelper:
     return create_ai_helper(
         "workflow.run-1.stage.summarize",
@@ -57,6 +53,7 @@ def attempt_helper(
         stage_id="summarize",
         attempt=attempt,
         retry=RetryPolicy(sleep=lambda _: None, rng=random.Random(7)),
+        reuse_answers_since=since,
     )
 
 
@@ -127,3 +124,14 @@ def test_without_the_response_in_the_ledger_the_retry_pays_again(
     retry = attempt_helper(fake_llm, ledger, 2, policy="hash")
     assert retry.generate_text(MODEL, "prompt").text == "asked again"
     assert len(fake_llm.requests_to(CHAT)) == 2
+
+
+def test_a_rerun_of_a_finished_stage_asks_again(fake_llm: FakeLLMServer, ledger: Ledger) -> None:
+    fake_llm.script("the first execution's answer")
+    attempt_helper(fake_llm, ledger, 1).generate_text(MODEL, "prompt")
+    # The stage completed; a rerun is a new execution (a new stage row), started after that.
+    rerun_start = datetime.now(timezone.utc) + timedelta(seconds=1)
+    fake_llm.script("the rerun's answer")
+    rerun = attempt_helper(fake_llm, ledger, 2, since=rerun_start)
+    assert rerun.generate_text(MODEL, "prompt").text == "the rerun's answer"
+    assert len(fake_llm.requests_to(CHAT)) == 2 and len(rows(ledger)) == 2
