@@ -92,6 +92,7 @@ def make_ai_factory(
             workflow_run_id=ctx.workflow_run_id,
             stage_id=ctx.stage_id,
             attempt=ctx.attempt,
+            reuse_answers_since=getattr(ctx, "execution_created_at", None),
             dag_id=dag_id or ctx.workflow_id,
             task_id=task_id or ctx.stage_id,
             dag_run_id=dag_run_id,

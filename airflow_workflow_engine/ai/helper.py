@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -92,6 +93,7 @@ class AIHelper:
         dag_run_id: str | None = None,
         default_model: str | None = None,
         retry: RetryPolicy | None = None,
+        reuse_answers_since: datetime | None = None,
     ) -> None:
         self._providers = (
             providers if isinstance(providers, ProviderRegistry) else ProviderRegistry(providers)
@@ -114,6 +116,7 @@ class AIHelper:
             budget=budget,
             retry=retry,
             secrets=self._providers.secrets,
+            reuse_answers_since=reuse_answers_since,
         )
 
     def __repr__(self) -> str:
@@ -158,6 +161,9 @@ class AIHelper:
         key, adapter = self._resolve(model)
         messages = to_messages(prompt)
         rendered = render_prompt(system, messages)
+        recorded = self._recorder.recorded_answer("text", key, rendered)
+        if recorded is not None:  # answered (and paid) in an attempt whose worker was lost
+            return TextResult(**_result_fields(recorded), text=recorded.response or "")
         self._recorder.check_budget(key)
         response, latency = self._recorder.call(
             "text",
@@ -241,6 +247,15 @@ class AIHelper:
         max_tokens: int | None,
     ) -> tuple[ProviderResponse, LedgerEntry, T | None, str]:
         rendered = render_prompt(system, messages)
+        recorded = self._recorder.recorded_answer("object", key, rendered)
+        if recorded is not None:  # answered (and paid) in an attempt whose worker was lost
+            replayed = _replayed_response(recorded, key)
+            try:
+                value, error = _validate(schema, replayed)
+            except Exception:
+                value = None
+            if value is not None:
+                return replayed, recorded, value, ""
         self._recorder.check_budget(key)
         response, latency = self._recorder.call(
             "object",
@@ -361,6 +376,18 @@ class AIHelper:
         return AIBatch(self._recorder, key, adapter)
 
 
+def _replayed_response(entry: LedgerEntry, key: ModelKey) -> ProviderResponse:
+    """A recorded answer (its ledger row) as the provider's response."""
+    return ProviderResponse(
+        provider=entry.provider,
+        model_id=entry.model_id or key.model_id,
+        text=entry.response or "",
+        input_tokens=entry.input_tokens,
+        output_tokens=entry.output_tokens,
+        cached_tokens=entry.cached_tokens,
+    )
+
+
 def _validate(schema: type[T], response: ProviderResponse) -> tuple[T | None, str]:
     parsed = response.parsed if response.parsed is not None else parse_json_text(response.text)
     if parsed is None:
@@ -412,9 +439,13 @@ def create_ai_helper(
     stage_id: str | None = None,
     attempt: int | None = None,
     retry: RetryPolicy | None = None,
+    reuse_answers_since: datetime | None = None,
 ) -> AIHelper:
     """A helper outside stages (scripts, notebooks, hooks). ``budget`` may be a number: the
-    run's cap when ``run_id`` is given, else a cap on what this helper spends."""
+    run's cap when ``run_id`` is given, else a cap on what this helper spends.
+    ``reuse_answers_since``: the start of the stage execution ``attempt`` belongs to; answers
+    its earlier, lost attempts recorded since then are reused, not paid again (stages get
+    this from the kernel)."""
     if budget is not None and not isinstance(budget, Budget):
         budget = Budget.of(run_max_cost=budget)
     return AIHelper(
@@ -427,4 +458,5 @@ def create_ai_helper(
         stage_id=stage_id,
         attempt=attempt,
         retry=retry,
+        reuse_answers_since=reuse_answers_since,
     )

@@ -7,12 +7,14 @@ in its own transaction (see ``docs/adr/0001-ledger-rows-written-per-call.md``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -97,6 +99,11 @@ def _usage_of(error: AnswerReadError, key: ModelKey) -> Usage:
     )
 
 
+def _utc(moment: datetime) -> datetime:
+    """An aware UTC time (SQLite gives naive UTC timestamps back)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
 class CallRecorder:
     """Runs provider calls with retries and writes their ledger rows."""
 
@@ -109,8 +116,10 @@ class CallRecorder:
         budget: Budget | None = None,
         retry: RetryPolicy | None = None,
         secrets: Callable[[], list[str]] = list,
+        reuse_answers_since: datetime | None = None,
     ) -> None:
         self.ledger = ledger
+        self.reuse_answers_since = reuse_answers_since
         self.identity = identity
         self.prompt_policy = prompt_policy
         self.budget = budget or Budget()
@@ -118,6 +127,7 @@ class CallRecorder:
         self._secrets = secrets
         self._lock = threading.Lock()
         self._spent = Decimal(0)
+        self._answers: dict[tuple[str, str, str], list[LedgerEntry]] | None = None
 
     @property
     def spent_here(self) -> Decimal:
@@ -138,6 +148,50 @@ class CallRecorder:
             topic=self.identity.topic,
             local_spent=self.spent_here,
         )
+
+    # -- answers a lost attempt already paid for --------------------------------------------
+    def recorded_answer(
+        self, call_type: CallType, key: ModelKey, prompt: str
+    ) -> LedgerEntry | None:
+        """The row of an answer an earlier attempt of this stage execution was given for the
+        same call (type, model, prompt): that attempt was lost before it finished (its worker
+        was killed), so the retry reuses the answer instead of paying for it again. The n-th
+        such call of this attempt gets the n-th recorded answer. Only rows written since the
+        execution started (``reuse_answers_since``: a rerun of a finished stage is a new
+        execution and asks again), that keep the response (prompt policy ``store``) and say
+        nothing failed qualify: a failed attempt's rows are marked ``failure``, and its retry
+        asks again."""
+        ident = self.identity
+        if self.reuse_answers_since is None or not (ident.attempt and ident.attempt > 1):
+            return None
+        if not (ident.workflow_run_id and ident.stage_id):
+            return None
+        with self._lock:
+            if self._answers is None:
+                self._answers = self._load_answers(ident.workflow_run_id, ident.stage_id)
+            digest = hashlib.sha256(prompt.encode()).hexdigest()
+            queue = self._answers.get((call_type, str(key), digest))
+            return queue.pop(0) if queue else None
+
+    def _load_answers(
+        self, workflow_run_id: str, stage_id: str
+    ) -> dict[tuple[str, str, str], list[LedgerEntry]]:
+        answers: dict[tuple[str, str, str], list[LedgerEntry]] = {}
+        try:
+            rows = self.ledger.entries(workflow_run_id, stage_id)
+        except Exception:  # no answers to reuse is never worse than failing the stage
+            logger.exception("could not read the earlier attempts' AI calls; calling anew")
+            return answers
+        current = self.identity.attempt or 0
+        since = _utc(self.reuse_answers_since) if self.reuse_answers_since else None
+        for row in rows:
+            earlier = row.attempt is not None and row.attempt < current
+            earlier = earlier and since is not None and _utc(row.created_at) >= since
+            answered = row.status == "ok" and row.failure is None and row.batch_id is None
+            if earlier and answered and row.response is not None and row.prompt_hash:
+                key = (row.call_type, row.model_key, row.prompt_hash)
+                answers.setdefault(key, []).append(row)
+        return answers
 
     # -- calling ---------------------------------------------------------------------------
     def call(

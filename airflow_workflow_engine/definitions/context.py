@@ -77,6 +77,7 @@ class StageContext(Generic[InputT, ConfigT]):
         on_progress: Callable[[ProgressUpdate], None] | None = None,
         ai_factory: Callable[[StageContext[Any, Any]], Any] | None = None,
         execution_id: str | None = None,
+        execution_created_at: datetime | None = None,
     ) -> None:
         self.workflow_run_id = workflow_run_id
         self.workflow_id = workflow_id
@@ -87,6 +88,9 @@ class StageContext(Generic[InputT, ConfigT]):
         self.attempt = attempt
         #: The stage's row in this run: kept by its retries and resumes, new after a rerun.
         self.execution_id = execution_id
+        #: When that row was created, given when an earlier attempt of this execution was
+        #: lost (its worker died): the answers it recorded since are reused, not paid again.
+        self.execution_created_at = execution_created_at
         self.resume_state = resume_state
         self._blobs = blobs
         self._now = now

@@ -417,6 +417,7 @@ class Kernel:
         resume_state: dict[str, Any] | None,
         execution_id: str | None = None,
         records: Sequence[StageRecord] | None = None,
+        execution_created_at: datetime | None = None,
     ) -> StageContext[Any, Any]:
         """Input, config and earlier outputs of a stage, validated. Raises the engine's
         validation errors (never retried). ``records``: the run's stage rows, when the caller
@@ -449,6 +450,7 @@ class Kernel:
             on_progress=report,
             ai_factory=self.ai_factory,
             execution_id=execution_id,
+            execution_created_at=execution_created_at,
         )
 
     def persist_buffer(

@@ -363,11 +363,25 @@ class EmbeddedAirflow:
         self.started[log_name] = proc
         return proc
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Kills a process and its children (its process group), and waits for it."""
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> list[int]:
+        """Kills a process and all its descendants, and waits for it; returns the pids of the
+        descendants that were outside its process group (Airflow's task supervisor puts each
+        task process in a group of its own, so killing the group alone would leave a worker's
+        tasks running). The group is stopped first, so that nothing forks while the tree is
+        read."""
         proc = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGSTOP)
+        outside = [p for p in _descendants(proc.pid) if _pgid(p) != proc.pid]
+        for pid in outside:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+            os.killpg(proc.pid, signal.SIGCONT)  # a stopped process acts on no other signal
         _kill_group(proc, sig)
         self._stopped.add(proc.pid)
+        return outside
 
     def stop(self, timeout: float = 10) -> list[str]:
         """Stops every process started here (SIGTERM, then SIGKILL after ``timeout``), with
@@ -612,6 +626,29 @@ class EmbeddedAirflow:
 
 def _q(value: str) -> str:
     return urllib.parse.quote(value, safe="")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux ``/proc``; elsewhere none)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -8,12 +8,18 @@ Kept apart from ``cluster.py`` so the cluster helper can move without this file 
 - :func:`celery_env`: the settings that switch a cluster to the CeleryExecutor on that Redis
   (broker and result backend), to apply before its processes start;
 - :func:`start_worker`: ``airflow celery worker`` with its own hostname, started and stopped by
-  the cluster like its other processes (``cluster.kill(name)`` SIGKILLs one).
+  the cluster like its other processes (``cluster.kill(name)`` SIGKILLs one and its tasks);
+- :func:`celery_cluster`: the whole cluster of the Celery suite and of
+  ``benchmarks/celery_vs_task.py``: a database of its own, the engine on a least-privilege
+  role, the fake LLM server as ``llm_openai_default``, two workers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -22,19 +28,29 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import AirflowCluster, free_port
+from tests.e2e.cluster import AirflowCluster, free_port, prepare_cluster
 
 __all__ = [
+    "ENGINE_ROLE",
+    "WORKERS",
     "RedisServer",
+    "celery_cluster",
     "celery_env",
     "redis_server",
     "start_redis",
     "start_worker",
     "worker_hostname",
 ]
+
+
+#: The two workers' names (their task instances' ``hostname``).
+WORKERS = ("worker-a", "worker-b")
+#: The engine's least-privilege PostgreSQL role (``airflow workflow-engine db grant``).
+ENGINE_ROLE = "wfe_celery_engine"
 
 
 @dataclass
@@ -138,3 +154,58 @@ def start_worker(cluster: AirflowCluster, name: str, env: dict[str, str] | None 
     finally:
         cluster.env.clear()
         cluster.env.update(saved)
+
+
+@contextlib.contextmanager
+def celery_cluster(
+    postgres_server: Any,
+    redis: RedisServer,
+    openai_base_url: str,
+    home: Path,
+    dag_ids: tuple[str, ...],
+    *,
+    env: dict[str, str] | None = None,
+) -> Iterator[AirflowCluster]:
+    """The CeleryExecutor cluster on a new database of ``postgres_server``: ``airflow db
+    migrate`` as the owner, ``db grant`` to :data:`ENGINE_ROLE` (the engine URL every process
+    gets), ``llm_openai_default`` pointing at ``openai_base_url``, the usual processes and the
+    two :data:`WORKERS`; ``dag_ids`` parsed. Everything is stopped and dropped at the end."""
+    database = postgres_server.create_database()
+    password = secrets.token_hex(8)
+    admin = (
+        f"host={postgres_server.host} port={postgres_server.port} "
+        f"user={postgres_server.user} password={postgres_server.password} dbname=postgres"
+    )
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {ENGINE_ROLE}")
+        conn.execute(f"CREATE ROLE {ENGINE_ROLE} LOGIN PASSWORD '{password}'")
+    role_url = (
+        f"postgresql+psycopg://{ENGINE_ROLE}:{password}@{postgres_server.host}:"
+        f"{postgres_server.port}/{database}"
+    )
+    env = {
+        **celery_env(redis),
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.e2e.celery.worker_hostname",
+        **(env or {}),
+    }
+    cluster = prepare_cluster(home, postgres_server.url(database), engine_url=role_url, env=env)
+    cluster.env["AIRFLOW_CONN_LLM_OPENAI_DEFAULT"] = json.dumps(
+        {"conn_type": "workflow_engine_llm", "password": "test-key", "host": openai_base_url}
+    )
+    try:
+        with cluster.explain_failure():
+            cluster.migrate()  # as the owner: the engine URL names the role
+            cluster.workflow_engine("db", "grant", ENGINE_ROLE)
+            cluster.start_processes()
+            for name in WORKERS:
+                start_worker(cluster, name, {"WFE_WORKER_NAME": name})
+            for dag_id in dag_ids:
+                cluster.wait_for_dag(dag_id)
+        yield cluster
+    finally:
+        cluster.stop()
+        postgres_server.drop_database(database)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {ENGINE_ROLE}")

@@ -38,6 +38,8 @@ class _Started:
     #: The run's stage rows as phase 1 read them (outputs not resolved from the blob store).
     records: list[StageRecord]
     workflow: Workflow
+    #: The previous attempt's worker died mid-stage: the answers it recorded may be reused.
+    took_over: bool = False
 
 
 def _result(cmd: JobExecute, outcome: Any, attempt: int, **fields: Any) -> JobExecuteResult:
@@ -116,7 +118,8 @@ def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
             return _result(cmd, "cancelled", rec.attempt if rec else 0, ghost=True)
         rec = _ensure_stage(k, run, wf, cmd.stage_id, rec)
         now = k.now()
-        if rec.status == Status.RUNNING:
+        took_over = rec.status == Status.RUNNING
+        if took_over:
             # The previous attempt's worker died mid-stage (Airflow retried the task).
             k.persistence.update_stage(
                 run.id,
@@ -150,7 +153,7 @@ def _phase1(k: Kernel, cmd: JobExecute) -> _Started | JobExecuteResult:
         run = k.emit_with_run_changes(
             run, "stage:started", {"stage_id": rec.stage_id, "attempt": attempt}, **changes
         )
-        return _Started(run, rec, attempt, records, wf)
+        return _Started(run, rec, attempt, records, wf, took_over)
 
 
 def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
@@ -175,6 +178,8 @@ def handle(k: Kernel, cmd: JobExecute) -> JobExecuteResult:
             execution_id=rec.id,
             # Outputs moved to the blob store are read now, outside the transaction.
             records=started.records,
+            # A lost attempt's answers (rows since this execution began) are not paid again.
+            execution_created_at=rec.created_at if started.took_over else None,
         )
         buffer = ctx.buffer
         outcome = interpret_return(stage, k.executor.execute(stage, ctx))

@@ -27,6 +27,7 @@ from airflow_workflow_engine.kernel.commands import (
     RunCancel,
     RunClaimPending,
     RunCreate,
+    RunRerunStages,
 )
 from airflow_workflow_engine.kernel.kernel import DictRegistry, create_kernel
 from airflow_workflow_engine.kernel.status import Status
@@ -260,3 +261,37 @@ def test_prompt_policy_per_workflow() -> None:
     rows = ledger.entries(run_id)
     assert len(rows) == 3
     assert all(r.prompt is None and r.response is None and r.prompt_hash is None for r in rows)
+
+
+class WorkerKilled(BaseException):
+    """The worker dying mid-stage: nothing of the attempt's outcome is committed."""
+
+
+def test_a_lost_attempt_s_answer_is_reused_by_the_retry_not_paid_again(kit: TestKit) -> None:
+    def die_after_the_call(ctx: StageContext[Any, Any]) -> None:
+        if ctx.attempt == 1:
+            raise WorkerKilled
+
+    HOOKS["first"] = die_after_the_call
+    run_id = start(kit)
+    kit.kernel.dispatch(RunClaimPending())
+    with pytest.raises(WorkerKilled):
+        kit.kernel.dispatch(JobExecute(workflow_run_id=run_id, stage_id="first", attempt=1))
+    run = run_to_completion(kit.kernel, kit.job_transport, run_id)
+    assert run.status == Status.COMPLETED
+    assert kit.ledger is not None
+    # The retry (attempt 2) got the answer attempt 1 was given: one call, one row.
+    assert [r.attempt for r in kit.ledger.entries(run_id, "first")] == [1]
+    stage = kit.persistence.get_stage(run_id, "first")
+    assert stage is not None and stage.attempt == 2
+    assert stage.metrics["ai_cost"] == float(cost("hello there world"))
+
+
+def test_a_rerun_of_a_finished_stage_pays_for_new_answers(kit: TestKit) -> None:
+    run_id = start(kit)
+    run_to_completion(kit.kernel, kit.job_transport, run_id)
+    kit.kernel.dispatch(RunRerunStages(workflow_run_id=run_id, stage_ids=["first"]))
+    run = run_to_completion(kit.kernel, kit.job_transport, run_id)
+    assert run.status == Status.COMPLETED
+    assert kit.ledger is not None
+    assert [r.attempt for r in kit.ledger.entries(run_id, "first")] == [1, 2]
