@@ -34,6 +34,7 @@ from airflow.sdk import DAG, Param
 from pydantic import BaseModel
 
 from airflow_workflow_engine.errors import WorkflowDefinitionError
+from airflow_workflow_engine.hooks.settings import DEFAULT_CONN_ID
 from airflow_workflow_engine.host.derive import stage_tasks, workflow_from_dag
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def build_dag(
     start_date: datetime | None = None,
     *,
     config: Mapping[str, Mapping[str, Any]] | None = None,
-    conn_id: str | None = "workflow_engine_default",
+    conn_id: str | None = DEFAULT_CONN_ID,
     deferrable: bool = True,
     workflow_ref: str | None = None,
     approval_before: Sequence[str] = (),

@@ -22,6 +22,7 @@ __all__ = [
     "NonRetryableStageError",
     "OutputValidationError",
     "RunNotFoundError",
+    "StageExistsError",
     "StageNotFoundError",
     "WorkflowDefinitionError",
     "WorkflowEngineError",
@@ -65,6 +66,17 @@ class StageNotFoundError(WorkflowEngineError):
         known_list = ", ".join(known)
         hint = f" Known stages: {known_list}." if known_list else ""
         super().__init__(f"Stage '{stage_id}' is not part of workflow '{workflow_id}'.{hint}")
+
+
+class StageExistsError(WorkflowEngineError, ValueError):
+    """``insert_stage`` found the run's stage row already there (another transaction made it)."""
+
+    retryable = False
+
+    def __init__(self, workflow_run_id: str, stage_id: str) -> None:
+        self.workflow_run_id = workflow_run_id
+        self.stage_id = stage_id
+        super().__init__(f"stage {stage_id} of run {workflow_run_id} exists")
 
 
 class WorkflowDefinitionError(WorkflowEngineError):

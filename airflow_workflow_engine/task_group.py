@@ -43,7 +43,7 @@ class WorkflowTaskGroup(TaskGroup):
     :param conn_id: the ``workflow_engine`` connection of every task.
     :param deferrable: whether async-batch stages wait in the triggerer (default).
     :param workflow_ref: import path of the workflow for the triggerer (default: found by
-        itself, the DAG file at worst; see :mod:`airflow_workflow_engine.triggers.refs`).
+        itself, the DAG file at worst; see :mod:`airflow_workflow_engine.host.refs`).
     :param kwargs: anything else ``TaskGroup`` takes (``tooltip``, ``default_args``...).
     """
 

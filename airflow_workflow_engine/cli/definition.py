@@ -1,17 +1,19 @@
 """The ``airflow workflow-engine`` command group: argparse metadata only.
 
 Airflow imports this module on every ``airflow`` start (``"cli"`` in ``get_provider_info()``),
-so it imports nothing at module level but the standard library and the status enum (which
-loads only itself, the package's lazy roots and ``errors``), and Airflow's CLI classes only
-inside :func:`get_workflow_engine_cli_commands`. The command bodies are loaded lazily, with
-``lazy_load_command``, from ``runs.py``, ``costs.py``, ``rerun.py``, ``approval.py``,
-``events.py`` and ``db.py``.
+so it imports nothing at module level but the standard library, the status enum (which
+loads only itself, the package's lazy roots and ``errors``) and ``DEFAULT_CONN_ID`` from
+``hooks/settings.py`` (which imports Airflow inside its functions only); Airflow's CLI
+classes are imported inside :func:`get_workflow_engine_cli_commands`. The command bodies
+are loaded lazily, with ``lazy_load_command``, from ``runs.py``, ``costs.py``, ``rerun.py``,
+``approval.py``, ``events.py`` and ``db.py``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from airflow_workflow_engine.hooks.settings import DEFAULT_CONN_ID
 from airflow_workflow_engine.kernel.status import Status
 
 if TYPE_CHECKING:
@@ -20,9 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_CONN_ID", "GROUP_NAME", "get_workflow_engine_cli_commands"]
 
 GROUP_NAME = "workflow-engine"
-#: ``airflow_workflow_engine.hooks.engine.DEFAULT_CONN_ID``, spelled out: importing the hook
-#: module would import the Task SDK on every ``airflow`` start.
-DEFAULT_CONN_ID = "workflow_engine_default"
 _PACKAGE = "airflow_workflow_engine.cli"
 _STATUSES = tuple(status.value for status in Status)
 

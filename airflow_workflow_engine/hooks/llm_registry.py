@@ -17,11 +17,15 @@ from typing import TYPE_CHECKING
 
 from airflow_workflow_engine.ai.providers import ADAPTERS
 from airflow_workflow_engine.ai.settings import ProviderRegistry, ProviderSettings
+from airflow_workflow_engine.hooks.llm_settings import (
+    default_mock_state_dir,
+    provider_settings_from_connection,
+)
 
 if TYPE_CHECKING:
     from airflow_workflow_engine.ai.models import ModelKey
     from airflow_workflow_engine.ai.providers.base import ProviderAdapter
-    from airflow_workflow_engine.hooks.llm import ConnectionGetter
+    from airflow_workflow_engine.hooks.llm_settings import ConnectionGetter
 
 __all__ = ["ConnectionProviderRegistry"]
 
@@ -43,8 +47,6 @@ class ConnectionProviderRegistry(ProviderRegistry):
         refresh_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from airflow_workflow_engine.hooks.llm import default_mock_state_dir
-
         mock = ProviderSettings(options={"state_dir": default_mock_state_dir()})
         super().__init__({"mock": mock})
         self._table = {name: tuple(ids) for name, ids in table.items() if ids}
@@ -88,11 +90,6 @@ class ConnectionProviderRegistry(ProviderRegistry):
     def _lookup(
         self, provider: str, conn_ids: Sequence[str]
     ) -> tuple[str, ProviderSettings] | None:
-        from airflow_workflow_engine.hooks.llm import (
-            default_mock_state_dir,
-            provider_settings_from_connection,
-        )
-
         for conn_id in conn_ids:
             conn = self._get_connection(conn_id)
             if conn is None:

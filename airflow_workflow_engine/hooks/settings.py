@@ -45,9 +45,11 @@ __all__ = [
     "DEFAULT_OUTPUT_BLOB_THRESHOLD",
     "EngineNotConfiguredError",
     "EngineSettings",
+    "airflow_home",
     "build_sql_url",
     "conf_get",
     "default_blob_store",
+    "find_connection",
     "get_connection",
     "in_task_runtime",
     "is_not_found",
@@ -122,13 +124,15 @@ def conf_get(option: str, fallback: str = "") -> str:
     return str(value).strip() if value is not None else fallback
 
 
-def _airflow_home() -> Path:
+def airflow_home() -> Path:
+    """``$AIRFLOW_HOME`` (default ``~/airflow``): the one directory every Airflow process
+    agrees on."""
     return Path(os.path.expandvars(os.environ.get("AIRFLOW_HOME", "~/airflow"))).expanduser()
 
 
 def default_blob_store() -> str:
     """The blob store used when nothing is configured: ``$AIRFLOW_HOME/workflow_engine/blobs``."""
-    return str(_airflow_home() / "workflow_engine" / "blobs")
+    return str(airflow_home() / "workflow_engine" / "blobs")
 
 
 def _parse_threshold(raw: Any, where: str) -> int:
@@ -208,7 +212,7 @@ def _sqlite_path(path: str) -> str:
     ``$AIRFLOW_HOME``, the one directory every Airflow process agrees on (their working
     directories differ)."""
     resolved = Path(os.path.expandvars(path)).expanduser()
-    return str(resolved if resolved.is_absolute() else _airflow_home() / resolved)
+    return str(resolved if resolved.is_absolute() else airflow_home() / resolved)
 
 
 def build_sql_url(conn: Connection) -> URL:
@@ -371,6 +375,16 @@ def is_not_found(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(exc, AirflowNotFoundException)
+
+
+def find_connection(conn_id: str) -> Connection | None:
+    """:func:`get_connection`, or ``None`` when the connection does not exist."""
+    try:
+        return get_connection(conn_id)
+    except Exception as exc:
+        if is_not_found(exc):
+            return None
+        raise
 
 
 def resolve_settings(

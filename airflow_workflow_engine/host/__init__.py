@@ -6,6 +6,8 @@ core. No module here imports ``airflow`` (``tests/unit/test_import_graph.py`` ch
 - :mod:`~airflow_workflow_engine.host.runs`: the DAG-run mapping (run key, clear versus retry,
   what a task's outcome means, which tasks run stages);
 - :mod:`~airflow_workflow_engine.host.derive`: the workflow a DAG's stage tasks define;
+- :mod:`~airflow_workflow_engine.host.refs`: how the triggerer finds a task's workflow (an
+  import path, or the DAG file's reference);
 - :mod:`~airflow_workflow_engine.host.wait`: what the sensors wait for and the decision;
 - :mod:`~airflow_workflow_engine.host.poll`: what a poll of a suspended stage means;
 - :mod:`~airflow_workflow_engine.host.queries`: the reads of the CLI, UI, sensors and

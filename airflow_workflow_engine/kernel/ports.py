@@ -160,7 +160,12 @@ class Persistence(Protocol):
         self, workflow_run_id: str, *, for_update: bool = False
     ) -> tuple[RunRecord | None, list[StageRecord]]:
         """``get_run`` and ``list_stages`` in one read (one statement on SQL); ``(None, [])``
-        for an unknown run."""
+        for an unknown run.
+
+        With ``for_update`` the run row is locked and read as last committed; the stage rows
+        may be older on PostgreSQL: when the read waited for the lock, they are those of
+        before the waited-for transaction (the statement's snapshot; only locked rows are
+        re-read). Read the stages again (a later statement) where that matters."""
         ...
 
     def get_run_by_idempotency_key(self, key: str) -> RunRecord | None:
@@ -181,7 +186,10 @@ class Persistence(Protocol):
         ...
 
     # stages -------------------------------------------------------------------------------
-    def insert_stage(self, stage: StageRecord) -> None: ...
+    def insert_stage(self, stage: StageRecord) -> None:
+        """Raises :class:`~airflow_workflow_engine.errors.StageExistsError` when the run
+        already has a row for the stage (and writes nothing)."""
+        ...
 
     def get_stage(self, workflow_run_id: str, stage_id: str) -> StageRecord | None:
         """The raw row: ``output`` is ``None`` and ``output_ref`` set for blob-stored outputs."""

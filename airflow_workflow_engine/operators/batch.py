@@ -12,7 +12,7 @@ in the kernel, which answers ``job.execute`` with the stored suspension (``repla
 instead of running ``execute`` again, and the task simply waits again.
 
 The triggerer has to find the workflow (by import path or from the DAG file): see
-:mod:`airflow_workflow_engine.triggers.refs`.
+:mod:`airflow_workflow_engine.host.refs`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class AsyncBatchStageOperator(StageOperator):
         it is derived from) for the triggerer: an explicit override. Without it the triggerer
         imports the workflow when it is a module-level attribute of an importable module, and
         otherwise loads the DAG file the task came from (see
-        :mod:`airflow_workflow_engine.triggers.refs`).
+        :mod:`airflow_workflow_engine.host.refs`).
     """
 
     template_fields: Sequence[str] = ("config",)
@@ -90,7 +90,7 @@ class AsyncBatchStageOperator(StageOperator):
         """The import path the triggerer loads the workflow from (``None``: the DAG file)."""
         if self.workflow_ref:
             return self.workflow_ref
-        from airflow_workflow_engine.triggers.refs import import_path_of
+        from airflow_workflow_engine.host.refs import import_path_of
 
         return import_path_of(self.workflow, self.dag if self._workflow is None else None)
 
@@ -99,7 +99,7 @@ class AsyncBatchStageOperator(StageOperator):
         self.workflow_ref = self.resolve_workflow_ref()
         if self.workflow_ref is not None:
             return
-        from airflow_workflow_engine.triggers.refs import dag_file_ref
+        from airflow_workflow_engine.host.refs import dag_file_ref
 
         bundle = getattr(context.get("ti"), "bundle_instance", None)
         with engine_errors(f"Task '{self.task_id}' cannot defer"):

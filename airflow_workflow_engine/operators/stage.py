@@ -154,7 +154,7 @@ class StageOperator(BaseOperator):
         )
         from airflow_workflow_engine.definitions.validation import unknown_keys, validate_model
         from airflow_workflow_engine.errors import ConfigValidationError
-        from airflow_workflow_engine.hooks.llm import known_model_providers
+        from airflow_workflow_engine.hooks.llm_settings import known_model_providers
 
         stage, config = self.stage, {} if self.config is None else self.config
         if not isinstance(config, Mapping):

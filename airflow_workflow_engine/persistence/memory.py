@@ -12,7 +12,11 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from airflow_workflow_engine.errors import IdempotencyInProgressError, RunNotFoundError
+from airflow_workflow_engine.errors import (
+    IdempotencyInProgressError,
+    RunNotFoundError,
+    StageExistsError,
+)
 from airflow_workflow_engine.kernel.records import (
     AnnotationRecord,
     IdempotencyRecord,
@@ -168,7 +172,7 @@ class InMemoryPersistence:
     def insert_stage(self, stage: StageRecord) -> None:
         with self._tx:
             if stage.stage_id in self.stages.get(stage.workflow_run_id, {}):
-                raise ValueError(f"stage {stage.stage_id} of run {stage.workflow_run_id} exists")
+                raise StageExistsError(stage.workflow_run_id, stage.stage_id)
             self._put_stage(stage)
 
     def _put_stage(self, stage: StageRecord) -> None:

@@ -110,9 +110,9 @@ class SuspendedStageTrigger(BaseTrigger):
     :param workflow_run_id: the kernel's workflow run id.
     :param stage_id: the suspended stage.
     :param workflow_ref: import path ``"module:attribute"`` of the workflow (or of the DAG it
-        is derived from); see :mod:`airflow_workflow_engine.triggers.refs`.
+        is derived from); see :mod:`airflow_workflow_engine.host.refs`.
     :param dag_file: without ``workflow_ref``: the DAG file the workflow is defined in
-        (:meth:`DagFileRef.to_dict <airflow_workflow_engine.triggers.refs.DagFileRef.to_dict>`),
+        (:meth:`DagFileRef.to_dict <airflow_workflow_engine.host.refs.DagFileRef.to_dict>`),
         loaded by the triggerer.
     :param dag_id: the DAG (for logs).
     :param task_id: the task (for logs).

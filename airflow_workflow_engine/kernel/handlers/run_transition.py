@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from airflow_workflow_engine.definitions.validation import to_json, validate_model
-from airflow_workflow_engine.errors import OutputValidationError, WorkflowEngineError
+from airflow_workflow_engine.errors import (
+    OutputValidationError,
+    StageExistsError,
+    WorkflowEngineError,
+)
 from airflow_workflow_engine.kernel.commands import RunTransition, RunTransitionResult
 from airflow_workflow_engine.kernel.records import RunRecord, StageRecord
 from airflow_workflow_engine.kernel.stage_io import build_workflow_context, group_output
@@ -24,24 +28,36 @@ def handle(k: Kernel, cmd: RunTransition) -> RunTransitionResult:
         if run.status.is_terminal or run.status == Status.PENDING:
             return RunTransitionResult(workflow_run_id=run.id, action="noop", status=run.status)
         wf = k.workflow(run.workflow_id)
-        records = {r.stage_id: k.load_output(r) for r in stages}
-        failed = [r for r in records.values() if r.status == Status.FAILED]
-        if failed:
-            first = min(failed, key=lambda r: r.stage_number)
-            run = k.fail_run(run, f"Stage '{first.stage_id}' failed: {first.error_message}")
-            return RunTransitionResult(workflow_run_id=run.id, action="failed", status=run.status)
-        for number in range(wf.group_count):
-            group = [records.get(st.id) for st in wf.group(number)]
-            if any(r is None for r in group):
-                k.start_group(run, wf, number, existing=records.keys())
-                return RunTransitionResult(
-                    workflow_run_id=run.id, action="advanced", status=run.status, group=number
-                )
-            present = [r for r in group if r is not None]
-            if all(r.status in _DONE for r in present):
-                continue
-            return _wait_on_group(k, run, number, present)
-        return _complete(k, run, wf, list(records.values()))
+        try:
+            return _decide(k, run, wf, stages)
+        except StageExistsError:
+            # This read waited for the run's lock while another transition started the next
+            # group: on PostgreSQL the stage rows were read as before it committed (only the
+            # locked run row is re-read). Decide again on the stages as they are now.
+            return _decide(k, run, wf, k.persistence.list_stages(run.id))
+
+
+def _decide(
+    k: Kernel, run: RunRecord, wf: Workflow, stages: list[StageRecord]
+) -> RunTransitionResult:
+    records = {r.stage_id: k.load_output(r) for r in stages}
+    failed = [r for r in records.values() if r.status == Status.FAILED]
+    if failed:
+        first = min(failed, key=lambda r: r.stage_number)
+        run = k.fail_run(run, f"Stage '{first.stage_id}' failed: {first.error_message}")
+        return RunTransitionResult(workflow_run_id=run.id, action="failed", status=run.status)
+    for number in range(wf.group_count):
+        group = [records.get(st.id) for st in wf.group(number)]
+        if any(r is None for r in group):
+            k.start_group(run, wf, number, existing=records.keys())
+            return RunTransitionResult(
+                workflow_run_id=run.id, action="advanced", status=run.status, group=number
+            )
+        present = [r for r in group if r is not None]
+        if all(r.status in _DONE for r in present):
+            continue
+        return _wait_on_group(k, run, number, present)
+    return _complete(k, run, wf, list(records.values()))
 
 
 def _wait_on_group(

@@ -52,6 +52,7 @@ from airflow_workflow_engine.errors import (
     IdempotencyInProgressError,
     MigrationsNotAppliedError,
     RunNotFoundError,
+    StageExistsError,
     WorkflowEngineError,
 )
 from airflow_workflow_engine.kernel.records import (
@@ -471,7 +472,7 @@ class SqlPersistence:
     def insert_stage(self, stage: StageRecord) -> None:
         with self._tx() as conn:
             if not self._insert_if_absent(conn, workflow_stages, _values(stage.model_dump())):
-                raise ValueError(f"stage {stage.stage_id} of run {stage.workflow_run_id} exists")
+                raise StageExistsError(stage.workflow_run_id, stage.stage_id)
 
     def get_stage(self, workflow_run_id: str, stage_id: str) -> StageRecord | None:
         with self._tx(write=False) as conn:

@@ -233,7 +233,7 @@ def _list_runs(reader: OpenReader, access: Access, filters: RunFilter) -> RunLis
 def _with_budget(detail: RunDetail) -> RunDetail:
     """The run's detail with the per-run AI budget in force (``[workflow_engine]
     ai_run_max_cost``); a broken setting shows no budget here (tasks report it)."""
-    from airflow_workflow_engine.hooks.llm import configured_run_max_cost
+    from airflow_workflow_engine.hooks.llm_settings import configured_run_max_cost
 
     try:
         cap = configured_run_max_cost()

@@ -55,7 +55,7 @@ def _env_conn(conn_type: str, **fields: Any) -> str:
 
 
 def test_our_connection_type() -> None:
-    from airflow_workflow_engine.hooks.llm import provider_settings_from_connection
+    from airflow_workflow_engine.hooks.llm_settings import provider_settings_from_connection
 
     conn = _conn(
         "llm_openai_default",
@@ -81,7 +81,7 @@ def test_our_connection_type() -> None:
 
 
 def test_official_provider_connection_types() -> None:
-    from airflow_workflow_engine.hooks.llm import provider_settings_from_connection
+    from airflow_workflow_engine.hooks.llm_settings import provider_settings_from_connection
 
     official = _conn(
         "openai_default",
@@ -110,7 +110,7 @@ def test_official_provider_connection_types() -> None:
 def test_bad_connections_say_what_to_fix(
     conn: tuple[str, str, dict[str, Any]], message: str
 ) -> None:
-    from airflow_workflow_engine.hooks.llm import (
+    from airflow_workflow_engine.hooks.llm_settings import (
         LLMConnectionError,
         provider_settings_from_connection,
     )
@@ -125,7 +125,7 @@ def test_bad_connections_say_what_to_fix(
 
 
 def test_lookup_order_and_configured_ids(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_workflow_engine.hooks.llm import (
+    from airflow_workflow_engine.hooks.llm_settings import (
         LLMConnectionError,
         parse_llm_conn_ids,
         providers_from_airflow,
@@ -203,7 +203,8 @@ def test_only_the_providers_a_stage_uses_are_looked_up() -> None:
     """A missing connection costs a round trip to Airflow (seconds in the triggerer): a stage
     calling mock models looks up none; the first OpenAI call looks up OpenAI's only."""
     from airflow_workflow_engine.ai.ledger import InMemoryLedger
-    from airflow_workflow_engine.hooks.llm import DEFAULT_LLM_CONN_IDS, AirflowAIFactory
+    from airflow_workflow_engine.hooks.llm import AirflowAIFactory
+    from airflow_workflow_engine.hooks.llm_settings import DEFAULT_LLM_CONN_IDS
 
     lookups: list[str] = []
 
@@ -224,7 +225,10 @@ def test_only_the_providers_a_stage_uses_are_looked_up() -> None:
 
 
 def test_run_budget_from_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_workflow_engine.hooks.llm import LLMConnectionError, configured_run_max_cost
+    from airflow_workflow_engine.hooks.llm_settings import (
+        LLMConnectionError,
+        configured_run_max_cost,
+    )
 
     monkeypatch.delenv("AIRFLOW__WORKFLOW_ENGINE__AI_RUN_MAX_COST", raising=False)
     assert configured_run_max_cost() is None

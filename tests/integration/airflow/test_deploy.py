@@ -165,7 +165,7 @@ def test_helm_values_give_every_component_what_the_engine_reads(
         WorkflowEngineHook,
         reset_kernel_cache,
     )
-    from airflow_workflow_engine.hooks.llm import DEFAULT_LLM_CONN_IDS
+    from airflow_workflow_engine.hooks.llm_settings import DEFAULT_LLM_CONN_IDS
     from airflow_workflow_engine.persistence.sql.engine import normalize_url
     from airflow_workflow_engine.persistence.sql.grants import search_path_schema
 
