@@ -226,14 +226,16 @@ def hitl_env(
 def _decide(
     env: AirflowEnv,
     reviewer: Reviewer,
-    in_browser: BrowserReviewer,
+    in_browser: BrowserReviewer | None,
     option: str,
     comment: str,
     *,
     shot: str | None = None,
 ) -> tuple[DagRunResult, Any]:
     """Runs ``it_hitl``, waits until its approval task awaits input, answers it in Airflow's
-    Required Actions; returns Airflow's view of the DAG run and the workflow run."""
+    Required Actions (``in_browser``), else with ``airflow workflow-engine approvals
+    approve|reject`` as ``alice``; returns Airflow's view of the DAG run and the workflow
+    run."""
     before = known_runs(env, DAG_ID)
     dag_file = str(Path(env.env["AIRFLOW__CORE__DAGS_FOLDER"]) / HITL_DAGS_FILE)
     pool, future = in_background(lambda: env.run_dag(dag_file, DAG_ID, {"text": "hello"}))
@@ -266,7 +268,17 @@ def _decide(
             "task_id": TASK_ID,
             "since": waiting["awaiting_approval_since"],
         } in pending
-        in_browser.answer(airflow_run_id, option, comment, shot=shot)
+        if in_browser is not None:
+            in_browser.answer(airflow_run_id, option, comment, shot=shot)
+        else:
+            command = ("approvals", option.lower(), DAG_ID, airflow_run_id, "--by", "alice")
+            said = ok(cli(env.env, *command, "--comment", comment))
+            verb = {"Approve": "Approved", "Reject": "Rejected"}[option]
+            assert f"{verb} the request of task {TASK_ID} in DAG run {DAG_ID}/" in said, said
+            # A second answer is refused, naming the first.
+            again = cli(env.env, *command)
+            assert again.returncode == 1, again
+            assert f"is already answered: ['{option}'] by alice" in again.stderr, again.stderr
         result = future.result(timeout=240)
     finally:
         pool.shutdown(wait=False)
@@ -459,3 +471,37 @@ def test_rejection_in_required_actions_fails_with_the_reason_as_the_runs_error(
     expect(page.locator("#annotations tbody tr", has_text="approval.comment")).to_contain_text(
         '"numbers are off"'
     )
+
+
+# A DAG run, the api-server's start (first test) and six CLI processes, on a busy machine.
+@pytest.mark.timeout(600)
+def test_approvals_approve_answers_the_request_from_the_cli(
+    hitl_env: tuple[AirflowEnv, Reviewer],
+) -> None:
+    env, reviewer = hitl_env
+    result, run = _decide(env, reviewer, None, "Approve", "checked by hand")
+    assert result.state == "success", result.log[-4000:]
+    assert run.status == Status.COMPLETED
+    notes, actors = _approval_notes(env, run.id)
+    assert notes == {
+        "approval.status": "approved",
+        "approval.approver": "alice",
+        "approval.comment": "checked by hand",
+    }
+    assert actors == {("user", "alice")}
+    # Airflow's record: answered, by alice, so Required Actions shows it reviewed.
+    answer = reviewer.answers["Approve"]
+    assert answer["response_received"] is True
+    assert answer["chosen_options"] == ["Approve"]
+    assert answer["params_input"] == {"comment": "checked by hand"}
+    assert answer["responded_by_user"] == {"id": "alice", "name": "alice"}
+    code, pending = reviewer.request(
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/~/hitlDetails?response_received=false"
+    )
+    assert code == 200, pending
+    dag_run = result.run_id
+    assert dag_run not in {d["task_instance"]["dag_run_id"] for d in pending["hitl_details"]}
+    # Nothing to answer any more, and a DAG run without a request says so.
+    missing = cli(env.env, "approvals", "reject", DAG_ID, "manual__nope", "--by", "alice")
+    assert missing.returncode == 1
+    assert f"No human-in-the-loop request in DAG run {DAG_ID}/manual__nope" in missing.stderr
