@@ -253,10 +253,37 @@ def get_workflow_engine_cli_commands() -> list[CLICommand]:
         func=func("approval.reject_run"),
         args=decision,
     )
+    answer = (
+        dag_id,
+        run_id,
+        arg("--task-id", metavar="TASK_ID", help="The approval task (when the run has several)"),
+        arg("--map-index", type=int, default=-1, metavar="N", help="(default: %(default)s)"),
+        arg("--by", required=True, metavar="USER", help="Who answers (the reviewer)"),
+        arg("--comment", metavar="TEXT", help="Why (kept with the run's provenance)"),
+        verbose,
+    )
     approvals = GroupCommand(
         name="approvals",
         help="Approvals waiting in Airflow's Required Actions",
         subcommands=(
+            ActionCommand(
+                name="approve",
+                help="Approve a DAG run's pending request in Required Actions",
+                description="Answers the pending human-in-the-loop request of a DAG run "
+                "(WorkflowApprovalOperator) with Approve, in Airflow's database as its REST "
+                "API does: Required Actions shows it answered and the task resumes.",
+                func=func("approval.approve_request"),
+                args=answer,
+            ),
+            ActionCommand(
+                name="reject",
+                help="Reject a DAG run's pending request in Required Actions",
+                description="Answers the pending human-in-the-loop request of a DAG run "
+                "(WorkflowApprovalOperator) with Reject: the task fails and the workflow run "
+                "is cancelled with the comment as the reason.",
+                func=func("approval.reject_request"),
+                args=answer,
+            ),
             ActionCommand(
                 name="list",
                 help="List the workflow runs awaiting a reviewer, oldest first",

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from airflow_workflow_engine.host.runs import run_key, run_key_candidates, split_run_key
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy import ColumnElement, Select
 
     from airflow_workflow_engine.kernel.ports import Persistence
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "QueryError",
+    "costliest_runs",
     "count_runs",
     "find_run_by_key",
     "newest_runs",
@@ -134,6 +137,35 @@ def count_runs(
     where = _filters(store, dag_id=dag_id, workflow_id=workflow_id, status=status, dag_ids=dag_ids)
     [row] = _read(store, select(func.count().label("n")).select_from(t).where(*where))
     return int(row["n"])
+
+
+def costliest_runs(
+    store: SqlPersistence,
+    *,
+    since: datetime | None = None,
+    dag_ids: Collection[str] | None = None,
+    limit: int = 10,
+) -> list[RunRecord]:
+    """The workflow runs with the highest AI cost (their ``total_cost``, which the kernel
+    copies from the ledger), created at or after ``since``; ``dag_ids`` as for
+    :func:`newest_runs`. Reads the runs table, not the ledger: a page shows it at once with
+    millions of ledger rows."""
+    from sqlalchemy import select
+
+    from airflow_workflow_engine.kernel.records import RunRecord
+    from airflow_workflow_engine.persistence.sql.tables import workflow_runs as t
+
+    where = _filters(store, dag_id=None, workflow_id=None, status=None, dag_ids=dag_ids)
+    where.append(t.c.total_cost > 0)
+    if since is not None:
+        where.append(t.c.created_at >= since)
+    query = (
+        select(t)
+        .where(*where)
+        .order_by(t.c.total_cost.desc(), t.c.created_at.desc(), t.c.id.desc())
+        .limit(limit)
+    )
+    return [RunRecord.model_validate(dict(row)) for row in _read(store, query)]
 
 
 # -- the workflow run(s) of a DAG run ---------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The "Workflow run" extra link of stage tasks: the engine's page of the task's DAG run.
+"""The "Workflow run" extra link of stage tasks: the engine's page of the task's DAG run,
+inside Airflow's UI (the DAG run's "Workflow run" tab, Airflow's navigation around it).
 
 Airflow 3 computes an operator's extra links in the task process when the task finishes
 (each try) and keeps them in XCom (``_link_WorkflowRunLink``); the UI shows them as buttons
@@ -58,13 +59,11 @@ def workflow_run_ui_url(
 
 
 class WorkflowRunLink(BaseOperatorLink):
-    """Opens the engine's page of the DAG run's workflow run: its stages, annotations and
-    AI calls."""
+    """Opens the engine's page of the DAG run's workflow run (its stages, annotations and AI
+    calls) inside Airflow's UI: :func:`workflow_run_ui_url`."""
 
     name = "Workflow run"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         group = getattr(operator, "workflow_group", None)
-        # The bare page: a direct load of the in-Airflow URL (workflow_run_ui_url) showed a
-        # 404 inside Airflow's frame in the browser test; kept out until that is understood.
-        return workflow_run_url(ti_key.dag_id, ti_key.run_id, workflow_group=group)
+        return workflow_run_ui_url(ti_key.dag_id, ti_key.run_id, workflow_group=group)

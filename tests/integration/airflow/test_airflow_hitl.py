@@ -3,16 +3,20 @@
 Under Airflow: the DAG ``it_hitl`` (measure -> approve -> report) runs with
 ``dag.test(use_executor=True)`` on the session's Airflow (real task processes); the approval
 task parks in ``awaiting_input``. An ``airflow api-server --apps all`` over the same database
-(Airflow's simple auth manager, user ``admin``) serves Airflow's REST API, and the test answers
-the request as a reviewer would from Required Actions: ``PATCH
-/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails``. Then the decision is
-in the workflow run's ``approval.*`` annotations, and the run completes, or, rejected, fails
-with the reason as the run's error.
+(Airflow's simple auth manager, user ``admin``, and the provider's plugin) serves Airflow's UI,
+its REST API and the engine's pages. A reviewer in a headless Chromium (Debian's
+``/usr/bin/chromium``) logs in, opens Airflow's "Required Actions" page, opens the request and
+answers it with a comment (the UI sends ``PATCH
+/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails``). Then the decision is
+in the workflow run's ``approval.*`` annotations, shown on the engine's run page, and the run
+completes, or, rejected, fails with the reason as the run's error, shown on the run page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -40,10 +44,16 @@ from tests.integration.airflow.test_airflow_sensors import (
     plugin_entry_point_registered,
     wait_for,
 )
-from tests.integration.airflow.test_airflow_ui import PASSWORDS, _start_api_server
+from tests.integration.airflow.test_airflow_ui import (
+    PASSWORDS,
+    SHOTS,
+    _start_api_server,
+    browser,
+)
 
 pytestmark = AIRFLOW_MARKS
-__all__ = ["airflow_env"]  # the fixture, imported so pytest finds it in this module
+# the fixtures, imported so pytest finds them in this module
+__all__ = ["airflow_env", "browser"]
 
 DAG_ID = "it_hitl"
 TASK_ID = "approve"
@@ -103,11 +113,82 @@ class Reviewer:
         code, ti = self.request("GET", self.task_path(run_id))
         return code == 200 and ti["state"] == "awaiting_input"
 
-    def answer(self, run_id: str, option: str, comment: str) -> Any:
-        body = {"chosen_options": [option], "params_input": {"comment": comment}}
-        code, answer = self.request("PATCH", f"{self.task_path(run_id)}/-1/hitlDetails", body)
+    def hitl_detail(self, run_id: str) -> Any:
+        """Airflow's record of the request and its response."""
+        code, answer = self.request("GET", f"{self.task_path(run_id)}/-1/hitlDetails")
         assert code == 200, (code, answer)
         return answer
+
+
+@dataclass
+class BrowserReviewer:
+    """A reviewer in a headless Chromium, logged in to Airflow's UI as ``admin``."""
+
+    base: str
+    page: Any
+
+    def log_in(self) -> None:
+        self.page.goto("/")
+        self.page.get_by_label("Username").fill("admin")
+        self.page.get_by_label("Password").fill(PASSWORDS["admin"])
+        self.page.get_by_role("button", name="Sign in").click()
+        self.page.wait_for_url(lambda url: "/login" not in url)
+
+    def answer(self, run_id: str, option: str, comment: str, shot: str | None = None) -> None:
+        """Opens Required Actions from Airflow's navigation, opens the request of DAG run
+        ``run_id``, types the comment and presses ``option``."""
+        from playwright.sync_api import expect
+
+        page = self.page
+        page.goto("/required_actions")
+        row = page.locator("tbody tr", has_text=run_id)
+        expect(row).to_contain_text("Approval Required")
+        # The subject (cut short in the table) opens the request on its task instance.
+        request = row.get_by_role("link", name=re.compile("^Approve the workflow run"))
+        if shot:
+            _shot(page, shot)
+        request.click()
+        page.wait_for_url(lambda url: url.endswith("/required_actions") and TASK_ID in url)
+        # The form field of the "comment" param (Airflow names its inputs "element_<param>").
+        comment_field = page.locator("#element_comment")
+        expect(comment_field).to_be_visible()
+        comment_field.fill(comment)
+        if shot:
+            _shot(page, f"{shot}-form")
+        page.get_by_role("button", name=option, exact=True).click()
+        expect(page.get_by_text(f"{TASK_ID} response successful")).to_be_visible()
+
+    def run_page(self, workflow_run_id: str) -> Any:
+        self.page.goto(f"/workflow-engine/runs/{workflow_run_id}")
+        return self.page
+
+
+def _shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(300)  # let Airflow's UI settle (fonts, transitions)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+@pytest.fixture
+def reviewer_page(
+    hitl_env: tuple[AirflowEnv, Reviewer], browser: Any, tmp_path: Path
+) -> Iterator[BrowserReviewer]:
+    context = browser.new_context(
+        base_url=hitl_env[1].base, viewport={"width": 1400, "height": 1000}
+    )
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        reviewer = BrowserReviewer(hitl_env[1].base, page)
+        reviewer.log_in()
+        yield reviewer
+    except BaseException:
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
+            print(f"screenshot: {tmp_path / 'last.png'}")
+        context.close()
 
 
 @pytest.fixture(scope="module")
@@ -143,10 +224,18 @@ def hitl_env(
 
 
 def _decide(
-    env: AirflowEnv, reviewer: Reviewer, option: str, comment: str
+    env: AirflowEnv,
+    reviewer: Reviewer,
+    in_browser: BrowserReviewer | None,
+    option: str,
+    comment: str,
+    *,
+    shot: str | None = None,
 ) -> tuple[DagRunResult, Any]:
-    """Runs ``it_hitl``, waits until its approval task awaits input, answers it through the
-    REST API; returns Airflow's view of the DAG run and the workflow run."""
+    """Runs ``it_hitl``, waits until its approval task awaits input, answers it in Airflow's
+    Required Actions (``in_browser``), else with ``airflow workflow-engine approvals
+    approve|reject`` as ``alice``; returns Airflow's view of the DAG run and the workflow
+    run."""
     before = known_runs(env, DAG_ID)
     dag_file = str(Path(env.env["AIRFLOW__CORE__DAGS_FOLDER"]) / HITL_DAGS_FILE)
     pool, future = in_background(lambda: env.run_dag(dag_file, DAG_ID, {"text": "hello"}))
@@ -179,10 +268,21 @@ def _decide(
             "task_id": TASK_ID,
             "since": waiting["awaiting_approval_since"],
         } in pending
-        reviewer.answers[option] = reviewer.answer(airflow_run_id, option, comment)
+        if in_browser is not None:
+            in_browser.answer(airflow_run_id, option, comment, shot=shot)
+        else:
+            command = ("approvals", option.lower(), DAG_ID, airflow_run_id, "--by", "alice")
+            said = ok(cli(env.env, *command, "--comment", comment))
+            verb = {"Approve": "Approved", "Reject": "Rejected"}[option]
+            assert f"{verb} the request of task {TASK_ID} in DAG run {DAG_ID}/" in said, said
+            # A second answer is refused, naming the first.
+            again = cli(env.env, *command)
+            assert again.returncode == 1, again
+            assert f"is already answered: ['{option}'] by alice" in again.stderr, again.stderr
         result = future.result(timeout=240)
     finally:
         pool.shutdown(wait=False)
+    reviewer.answers[option] = reviewer.hitl_detail(airflow_run_id)
     assert _listed(env, run.id)["awaiting_approval_since"] is None
     pending = ok_json(cli(env.env, "approvals", "list", "--dag-id", DAG_ID, "-o", "json"))
     assert run.id not in {p["workflow_run_id"] for p in pending}
@@ -278,17 +378,19 @@ def test_build_dag_refuses_approvals_that_cannot_work(approval_before: Any, mess
     assert message in str(err.value)
 
 
-# -- under Airflow: a reviewer answers through Airflow's REST API ---------------------------
+# -- under Airflow: a reviewer answers in Airflow's Required Actions -------------------------
 
 
 # A DAG run, the api-server's start (first test) and four CLI processes, on a busy machine.
 @pytest.mark.timeout(600)
 def test_approval_in_required_actions_completes_the_run(
-    hitl_env: tuple[AirflowEnv, Reviewer],
+    hitl_env: tuple[AirflowEnv, Reviewer], reviewer_page: BrowserReviewer
 ) -> None:
     env, reviewer = hitl_env
     started = time.time()
-    result, run = _decide(env, reviewer, "Approve", "measurements look right")
+    result, run = _decide(
+        env, reviewer, reviewer_page, "Approve", "measurements look right", shot="required-actions"
+    )
     assert result.state == "success", result.log[-4000:]
     assert result.ti_state(TASK_ID) == "success" and result.try_number(TASK_ID) == 1
     assert run.status == Status.COMPLETED
@@ -310,15 +412,29 @@ def test_approval_in_required_actions_completes_the_run(
     answer = reviewer.answers["Approve"]
     assert answer["chosen_options"] == ["Approve"]
     assert answer["params_input"] == {"comment": "measurements look right"}
+    assert answer["response_received"] is True
+    # The engine's run page shows the decision in the run's provenance.
+    from playwright.sync_api import expect
+
+    page = reviewer_page.run_page(run.id)
+    expect(page.locator("#run-status")).to_have_text("COMPLETED")
+    notes = page.locator("#annotations")
+    for key, value in (
+        ("approval.status", '"approved"'),
+        ("approval.approver", '"admin"'),
+        ("approval.comment", '"measurements look right"'),
+    ):
+        decided = notes.locator("tbody tr", has_text=key).filter(has_text="user:admin")
+        expect(decided).to_contain_text(value)
 
 
 # A DAG run, the api-server's start (first test) and four CLI processes, on a busy machine.
 @pytest.mark.timeout(600)
 def test_rejection_in_required_actions_fails_with_the_reason_as_the_runs_error(
-    hitl_env: tuple[AirflowEnv, Reviewer],
+    hitl_env: tuple[AirflowEnv, Reviewer], reviewer_page: BrowserReviewer
 ) -> None:
     env, reviewer = hitl_env
-    result, run = _decide(env, reviewer, "Reject", "numbers are off")
+    result, run = _decide(env, reviewer, reviewer_page, "Reject", "numbers are off")
     assert result.state == "failed"
     assert result.ti_state(TASK_ID) == "failed" and result.try_number(TASK_ID) == 1
     assert result.ti_state("report") == "upstream_failed"
@@ -339,3 +455,53 @@ def test_rejection_in_required_actions_fails_with_the_reason_as_the_runs_error(
     with env.store() as store:
         stages = {s.stage_id: s.status for s in store.list_stages(run.id)}
     assert stages["measure"] == Status.COMPLETED and stages["report"] == Status.CANCELLED
+    answer = reviewer.answers["Reject"]
+    assert answer["chosen_options"] == ["Reject"]
+    assert answer["params_input"] == {"comment": "numbers are off"}
+    # The engine's run page shows the rejection as the run's error, and the decision.
+    from playwright.sync_api import expect
+
+    page = reviewer_page.run_page(run.id)
+    expect(page.locator("#run-status")).to_have_text("CANCELLED")
+    expect(page.locator("#run-error")).to_have_text(run.error_message)
+    expect(page.locator("#run-error")).to_contain_text("rejected by admin")
+    expect(page.locator("#run-error")).to_contain_text("'numbers are off'")
+    rejected = page.locator("#annotations tbody tr", has_text="approval.status")
+    expect(rejected.filter(has_text="user:admin")).to_contain_text('"rejected"')
+    expect(page.locator("#annotations tbody tr", has_text="approval.comment")).to_contain_text(
+        '"numbers are off"'
+    )
+
+
+# A DAG run, the api-server's start (first test) and six CLI processes, on a busy machine.
+@pytest.mark.timeout(600)
+def test_approvals_approve_answers_the_request_from_the_cli(
+    hitl_env: tuple[AirflowEnv, Reviewer],
+) -> None:
+    env, reviewer = hitl_env
+    result, run = _decide(env, reviewer, None, "Approve", "checked by hand")
+    assert result.state == "success", result.log[-4000:]
+    assert run.status == Status.COMPLETED
+    notes, actors = _approval_notes(env, run.id)
+    assert notes == {
+        "approval.status": "approved",
+        "approval.approver": "alice",
+        "approval.comment": "checked by hand",
+    }
+    assert actors == {("user", "alice")}
+    # Airflow's record: answered, by alice, so Required Actions shows it reviewed.
+    answer = reviewer.answers["Approve"]
+    assert answer["response_received"] is True
+    assert answer["chosen_options"] == ["Approve"]
+    assert answer["params_input"] == {"comment": "checked by hand"}
+    assert answer["responded_by_user"] == {"id": "alice", "name": "alice"}
+    code, pending = reviewer.request(
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/~/hitlDetails?response_received=false"
+    )
+    assert code == 200, pending
+    dag_run = result.run_id
+    assert dag_run not in {d["task_instance"]["dag_run_id"] for d in pending["hitl_details"]}
+    # Nothing to answer any more, and a DAG run without a request says so.
+    missing = cli(env.env, "approvals", "reject", DAG_ID, "manual__nope", "--by", "alice")
+    assert missing.returncode == 1
+    assert f"No human-in-the-loop request in DAG run {DAG_ID}/manual__nope" in missing.stderr

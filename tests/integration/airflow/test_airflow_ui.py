@@ -182,11 +182,28 @@ def test_workflow_run_link_points_at_the_dag_runs_page(monkeypatch: pytest.Monke
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/prefix/")
     link = WorkflowRunLink()
     assert link.name == "Workflow run" and link.xcom_key == "_link_WorkflowRunLink"
-    assert link.get_link(None, ti_key=key) == (  # type: ignore[arg-type]
-        "https://airflow.example.com/prefix/workflow-engine/dags/docs/runs/"
-        "manual__2026-01-02T03:04:05+00:00"
-    )
     # The page inside Airflow's UI: the DAG run's "Workflow run" tab.
+    assert link.get_link(None, ti_key=key) == (  # type: ignore[arg-type]
+        "https://airflow.example.com/prefix/dags/docs/runs/"
+        "manual__2026-01-02T03:04:05+00:00/plugin/workflow-run"
+    )
+
+    class InGroup:
+        workflow_group = "grp"
+
+    # A WorkflowTaskGroup's stage: the "Workflows" view, opened at the group's run page.
+    assert link.get_link(InGroup(), ti_key=key) == (  # type: ignore[arg-type]
+        "https://airflow.example.com/prefix/plugin/workflow-runs/prefix/workflow-engine/dags/"
+        "docs/runs/manual__2026-01-02T03:04:05+00:00/grp"
+    )
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL")  # then a path from the root (same origin)
+    assert link.get_link(None, ti_key=key) == (  # type: ignore[arg-type]
+        "/dags/docs/runs/manual__2026-01-02T03:04:05+00:00/plugin/workflow-run"
+    )
+    # The bare page (the frame's content).
+    assert workflow_run_url("d", "r+1", "https://a.example/") == (
+        "https://a.example/workflow-engine/dags/d/runs/r+1"
+    )
     assert workflow_run_ui_url("d", "r+1", "https://a.example/") == (
         "https://a.example/dags/d/runs/r+1/plugin/workflow-run"
     )
@@ -363,8 +380,14 @@ def _kernel_runs(env: AirflowEnv) -> tuple[str, str]:
 def ui(airflow_env: AirflowEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     server = _start_api_server(airflow_env, tmp_path_factory.mktemp("wfe-ui"))
     try:  # the server starts while the DAG runs
+        # The task processes compute the extra link from [api] base_url: this api-server's.
         examples = dataclasses.replace(
-            airflow_env, env={**airflow_env.env, "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES)}
+            airflow_env,
+            env={
+                **airflow_env.env,
+                "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES),
+                "AIRFLOW__API__BASE_URL": server.env["AIRFLOW__API__BASE_URL"],
+            },
         )
         result = examples.run_dag(str(EXAMPLES / "hand_wired_dag.py"), DAG_ID, DOCUMENT)
         assert result.state == "success", result.log[-4000:]
@@ -632,13 +655,15 @@ def test_csv_exports_carry_exact_decimals(ui: UI) -> None:
 def test_stage_tasks_link_to_the_workflow_run_page(ui: UI) -> None:
     run_id = ui.dag_run.run_id
     links = ui.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{_q(run_id)}/taskInstances/summarize/links")
-    from airflow_workflow_engine.operators.links import workflow_run_url
+    from airflow_workflow_engine.operators.links import workflow_run_ui_url, workflow_run_url
 
-    base_url = ui.env.env["AIRFLOW__API__BASE_URL"]
-    expected = workflow_run_url(DAG_ID, run_id, base_url=base_url)
+    # The DAG run's "Workflow run" tab in Airflow's UI, at the api-server's [api] base_url
+    # (as the task process read it).
+    expected = workflow_run_ui_url(DAG_ID, run_id, base_url=ui.base)
     assert links["extra_links"] == {"Workflow run": expected}
+    assert expected == f"{ui.base}/dags/{DAG_ID}/runs/{run_id}/plugin/workflow-run"
     # The tab shows the page of this DAG run.
-    path = urllib.parse.urlsplit(workflow_run_url(DAG_ID, run_id, base_url=base_url)).path
+    path = urllib.parse.urlsplit(workflow_run_url(DAG_ID, run_id, base_url=ui.base)).path
     code, page, _ = ui.request("GET", path)
     assert code == 200 and ui.workflow_run_id in page
     # Airflow's plugin listing shows the pages and the UI entries.
@@ -779,6 +804,29 @@ def test_pages_in_a_browser(ui: UI, browser: Any, tmp_path: Path) -> None:
         )
         stage.locator("a[data-task]").click()
         page.wait_for_url(lambda url: urllib.parse.unquote(url) == f"{task_page}/details")
+        # ... and each stage row's log link opens that task's log in Airflow.
+        page.go_back()
+        tab = page.frame_locator("iframe[title='Workflow run']")
+        for stage_id in ("extract", "summarize", "classify"):
+            row = tab.locator("#stages tbody tr", has_text=stage_id)
+            task_href = urllib.parse.unquote(row.locator("a[data-task]").get_attribute("href"))
+            log_href = urllib.parse.unquote(row.locator("a[data-log]").get_attribute("href"))
+            task_path = urllib.parse.urlsplit(f"{dag_run_page}/tasks/{stage_id}").path
+            assert (task_href, log_href) == (f"{task_path}/details", task_path), stage_id
+        tab.locator("#stages tbody tr", has_text="classify").locator("a[data-log]").click()
+        # (the task instance's page without a tab path opens on its log)
+        page.wait_for_url(lambda url: urllib.parse.unquote(url) == f"{dag_run_page}/tasks/classify")
+
+        # The task's "Workflow run" extra link opens the page inside Airflow's UI: the DAG
+        # run's tab, with Airflow's navigation around it and this run in the frame.
+        page.goto(f"{task_page}/details")
+        page.get_by_role("link", name="Workflow run", exact=True).first.click()
+        page.wait_for_url(lambda url: urllib.parse.unquote(url) == tab_page)
+        expect(page.get_by_role("link", name="Workflows", exact=True)).to_be_visible()
+        tab = page.frame_locator("iframe[title='Workflow run']")
+        expect(tab.locator("#run-status")).to_have_text("COMPLETED")
+        expect(tab.locator("body")).to_contain_text(ui.workflow_run_id)
+        shot("run-extra-link-light")
 
         # The pages on their own: the list, then a run.
         page.goto("/workflow-engine/runs")

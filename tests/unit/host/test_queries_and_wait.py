@@ -10,6 +10,7 @@ from airflow_workflow_engine.host.format import parse_when, preview
 from airflow_workflow_engine.host.links import workflow_run_path
 from airflow_workflow_engine.host.queries import (
     QueryError,
+    costliest_runs,
     find_run_by_key,
     resolve_run,
     runs_of_dag_run,
@@ -100,3 +101,28 @@ def test_formatting_helpers() -> None:
         parse_when("soon", parse)
     assert preview({"a": "x" * 50}, width=20).endswith("...")
     assert workflow_run_path("d", "a/b c", "g") == "/workflow-engine/dags/d/runs/a%2Fb%20c/g"
+
+
+def test_costliest_runs_by_total_cost_since_and_of_readable_dags(kit: TestKit) -> None:
+    from datetime import timedelta
+
+    if not isinstance(kit.persistence, SqlPersistence):
+        pytest.skip("a SQL query over the runs table")
+    store = kit.persistence
+    cheap = create(kit, idempotency_key=run_key("a", "r1"))
+    dear = create(kit, idempotency_key=run_key("b", "r1"))
+    middle = create(kit, idempotency_key=run_key("a_x", "r2"))  # '_' is no wildcard
+    free = create(kit, idempotency_key=run_key("a", "r3"))
+    outside = create(kit)  # no DAG
+    for run_id, cost in ((cheap, 0.01), (dear, 2.5), (middle, 0.3), (outside, 0.2)):
+        store.update_run(run_id, total_cost=cost)
+    assert [r.id for r in costliest_runs(store)] == [dear, middle, outside, cheap]
+    assert free not in {r.id for r in costliest_runs(store)}  # spent nothing
+    assert [r.id for r in costliest_runs(store, limit=2)] == [dear, middle]
+    assert [r.id for r in costliest_runs(store, dag_ids={"a", "a_x"})] == [middle, cheap]
+    assert costliest_runs(store, dag_ids=set()) == []
+    newest = store.get_run(outside).created_at + timedelta(hours=1)
+    store.update_run(outside, created_at=newest)
+    assert [r.id for r in costliest_runs(store, since=newest)] == [outside]
+    later = costliest_runs(store, since=newest + timedelta(seconds=1))
+    assert later == []
