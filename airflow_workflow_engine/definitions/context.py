@@ -84,7 +84,11 @@ class StageContext(Generic[InputT, ConfigT]):
         self.stage_id = stage_id
         self.input = input
         self.config = config
-        self.workflow_context: Mapping[str, BaseModel] = dict(workflow_context)
+        # A caller's dict is copied (it may change it later); the kernel's read-only mapping
+        # is kept as it is, so its outputs are validated only when the stage reads them.
+        self.workflow_context: Mapping[str, BaseModel] = (
+            dict(workflow_context) if isinstance(workflow_context, dict) else workflow_context
+        )
         self.attempt = attempt
         #: The stage's row in this run: kept by its retries and resumes, new after a rerun.
         self.execution_id = execution_id

@@ -249,14 +249,14 @@ class Kernel:
             if st.id in existing:
                 continue
             self.persistence.insert_stage(
-                StageRecord(
+                StageRecord.trusted(
                     id=self.new_id(),
                     workflow_run_id=run.id,
                     stage_id=st.id,
                     stage_name=st.name,
                     stage_number=workflow.stage_number(st.id),
                     execution_group=number,
-                    config=run.config.get(st.id, {}),
+                    config=dict(run.config.get(st.id, {})),
                     created_at=now,
                     updated_at=now,
                 )

@@ -5,7 +5,7 @@ Pure functions over definitions and stage rows; no persistence calls here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from airflow_workflow_engine.kernel.records import RunRecord, StageRecord
 from airflow_workflow_engine.kernel.status import Status
 
 __all__ = [
+    "EarlierOutputs",
     "StageOutput",
     "build_workflow_context",
     "group_output",
@@ -82,18 +83,51 @@ def _completed(records: Sequence[StageRecord]) -> dict[str, StageRecord]:
     return {r.stage_id: r for r in records if r.status == Status.COMPLETED}
 
 
+class EarlierOutputs(Mapping[str, BaseModel]):
+    """Stage id -> output model instance of the completed earlier stages. An output is
+    validated back into its model when it is first read (then kept): a stage reads its
+    input's group and what it requires, not every earlier output, so a workflow of n
+    stages no longer validates n * (n - 1) / 2 stored outputs per run."""
+
+    __slots__ = ("_models", "_raw")
+
+    def __init__(self, raw: dict[str, tuple[AnyStage, Any]]) -> None:
+        self._raw = raw
+        self._models: dict[str, BaseModel] = {}
+
+    def __getitem__(self, stage_id: str) -> BaseModel:
+        model = self._models.get(stage_id)
+        if model is None:
+            stage, value = self._raw[stage_id]
+            model = self._models[stage_id] = output_model(stage, value)
+        return model
+
+    def __contains__(self, stage_id: object) -> bool:
+        return stage_id in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __repr__(self) -> str:
+        return f"EarlierOutputs({list(self._raw)})"
+
+
 def build_workflow_context(
     workflow: Workflow, records: Sequence[StageRecord], before_group: int
-) -> dict[str, BaseModel]:
-    """Outputs of completed stages in groups before ``before_group``, as model instances."""
+) -> EarlierOutputs:
+    """Outputs of completed stages in groups before ``before_group``, as model instances
+    (each validated when first read)."""
     done = _completed(records)
-    context: dict[str, BaseModel] = {}
+    raw: dict[str, tuple[AnyStage, Any]] = {}
     for number in range(before_group):
         for st in workflow.group(number):
             rec = done.get(st.id)
             if rec is not None and rec.output is not None:
-                context[st.id] = output_model(st, rec.output)
-    return context
+                raw[st.id] = (st, rec.output)
+    return EarlierOutputs(raw)
 
 
 def group_output(

@@ -34,7 +34,7 @@ class InMemoryJobTransport:
         ids = []
         with self._lock:
             for req in requests:
-                job = Job(
+                job = Job.trusted(
                     job_id=new_id(),
                     workflow_run_id=req.workflow_run_id,
                     workflow_id=req.workflow_id,

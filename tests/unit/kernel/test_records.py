@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
-from airflow_workflow_engine.kernel.records import OutboxEvent, RunRecord, StageRecord, new_id
+import pytest
+
+from airflow_workflow_engine.kernel.records import Job, OutboxEvent, RunRecord, StageRecord, new_id
 from airflow_workflow_engine.kernel.status import Status
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -58,3 +61,72 @@ def test_new_id_is_a_random_uuid4_in_hex() -> None:
         parsed = uuid.UUID(hex=value)
         assert len(value) == 32 and parsed.hex == value
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+# -- trusted construction ------------------------------------------------------------------
+
+
+def _samples() -> list[tuple[type[Any], dict[str, Any]]]:
+    at = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    return [
+        (
+            OutboxEvent,
+            {
+                "id": "e1",
+                "workflow_run_id": "r1",
+                "sequence": 3,
+                "type": "stage:started",
+                "payload": {"stage_id": "a", "attempt": 1},
+                "causation_id": None,
+                "occurred_at": at,
+            },
+        ),
+        (
+            StageRecord,
+            {
+                "id": "s1",
+                "workflow_run_id": "r1",
+                "stage_id": "a",
+                "stage_name": "A",
+                "stage_number": 0,
+                "execution_group": 0,
+                "config": {"k": 1},
+                "created_at": at,
+                "updated_at": at,
+            },
+        ),
+        (
+            Job,
+            {
+                "job_id": "j1",
+                "workflow_run_id": "r1",
+                "workflow_id": "w",
+                "stage_id": "a",
+                "priority": 7,
+                "payload": {},
+                "max_attempts": 3,
+                "available_at": None,
+            },
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("record_type", "values"), _samples())
+def test_a_trusted_record_is_the_validated_one(
+    record_type: type[Any], values: dict[str, Any]
+) -> None:
+    trusted = record_type.trusted(**values)
+    validated = record_type(**values)
+    assert trusted == validated
+    assert repr(trusted) == repr(validated)
+    assert trusted.model_dump(mode="json") == validated.model_dump(mode="json")
+    assert trusted.model_fields_set == validated.model_fields_set
+    assert record_type.model_validate(trusted.model_dump()) == trusted
+
+
+def test_trusted_records_get_their_own_default_containers() -> None:
+    at = datetime(2026, 12, 5, tzinfo=timezone.utc)
+    fields = {"id": "s", "workflow_run_id": "r", "stage_id": "a", "stage_name": "A"}
+    fields |= {"stage_number": 0, "execution_group": 0, "created_at": at, "updated_at": at}
+    one, two = StageRecord.trusted(**fields), StageRecord.trusted(**fields)
+    assert one.metrics == {} and one.metrics is not two.metrics
