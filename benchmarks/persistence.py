@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/persistence.py [--stages 500] [--threads 8]
         [--stages-per-thread 100] [--creates 500] [--ledger-rows 1000000]
-        [--backends sqlite,postgres] [--pg-fast]
+        [--backends sqlite,postgres] [--pg-fast] [--floor]
 
 For each database it measures, through a real kernel on ``SqlPersistence``:
 
@@ -13,6 +13,10 @@ For each database it measures, through a real kernel on ``SqlPersistence``:
 * a plain SQLAlchemy loop on the same engine, one transaction with one INSERT and one
   UPDATE per completion, run before and after the kernel's single-thread stage completions;
   the ratio of the two rates is issue 11's "within 3x of the practical SQL limit" (>= 0.33);
+* with ``--floor``, the floor under that ratio: the exact SQL of one real completion (same
+  statements, same two transactions, the parameters it sent, fresh run and row ids) replayed
+  without the kernel and the store, through raw DBAPI, ``exec_driver_sql`` and the store's
+  prebuilt Core statements, each against the same plain loop;
 * stage completions per second: ``job.execute`` of one-stage runs that were created and
   claimed beforehand (not timed), so each timed dispatch is the RUNNING transaction, the
   trivial stage body (one annotation, a small output) and the outcome transaction (stage
@@ -40,6 +44,7 @@ import argparse
 import os
 import platform
 import random
+import re
 import shutil
 import sqlite3
 import statistics
@@ -47,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,6 +69,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    event,
     func,
     select,
     text,
@@ -75,6 +82,7 @@ from airflow_workflow_engine.definitions.workflow import Workflow
 from airflow_workflow_engine.kernel.commands import JobExecute, RunClaimPending, RunCreate
 from airflow_workflow_engine.kernel.kernel import DictRegistry, Kernel, create_kernel
 from airflow_workflow_engine.persistence.sql import SqlPersistence, migrate
+from airflow_workflow_engine.persistence.sql.engine import BEGIN_MODE_OPTION
 from airflow_workflow_engine.persistence.sql.tables import annotations_table
 from airflow_workflow_engine.testing.adapters import (
     CollectingEventSink,
@@ -384,6 +392,206 @@ def bench_plain_loop(engine: Engine, n: int, figures: Figures) -> float:
     rate = per_second(n, elapsed)
     figures.put("plain INSERT + UPDATE loop/s, 1 thread", f"{rate:,.0f} ({n:,} in {elapsed:.2f} s)")
     return rate
+
+
+# -- the floor: the same SQL without the kernel and the store -------------------------------
+
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass
+class Captured:
+    """One stage completion's SQL as the engine saw it, one list per transaction.
+
+    ``driver``: ``(sql, parameters)`` as sent to the DBAPI cursor (SQLite's ``BEGIN
+    IMMEDIATE`` included); ``core``: ``(statement, parameters)`` as given to
+    ``Connection.execute`` (SQLAlchemy objects and Python values)."""
+
+    run_id: str
+    driver: list[list[tuple[str, Any]]] = field(default_factory=list)
+    core: list[list[tuple[Any, dict[str, Any]]]] = field(default_factory=list)
+
+
+def capture_completion(store: SqlPersistence, kernel: Kernel, run_id: str) -> Captured:
+    """Dispatches ``job.execute`` for ``run_id`` and records its statements."""
+    engine = store.engine
+    got = Captured(run_id, [[]], [[]])
+
+    def on_execute(conn: Any, elem: Any, multi: Any, params: Any, options: Any) -> None:
+        del conn, options
+        got.core[-1].append((elem, dict(params or (multi[0] if multi else {}))))
+
+    # SQLAlchemy's event signature, positional.
+    def on_cursor(conn: Any, cursor: Any, sql: str, params: Any, ctx: Any, many: bool) -> None:  # noqa: PLR0917
+        del conn, cursor, ctx
+        assert not many, "a completion sends no executemany"
+        got.driver[-1].append((sql, params))
+
+    def on_commit(conn: Any) -> None:
+        del conn
+        got.driver.append([])
+        got.core.append([])
+
+    listeners = [
+        ("before_execute", on_execute),
+        ("before_cursor_execute", on_cursor),
+        ("commit", on_commit),
+    ]
+    for name, fn in listeners:
+        event.listen(engine, name, fn)
+    try:
+        execute_stages(kernel, [run_id], None)
+    finally:
+        for name, fn in listeners:
+            event.remove(engine, name, fn)
+    got.driver = [tx for tx in got.driver if tx]
+    got.core = [tx for tx in got.core if tx]
+    if len(got.driver) != 2 or len(got.core) != 2:
+        raise RuntimeError(f"expected 2 transactions, got {len(got.driver)}")
+    return got
+
+
+def _template(params: Any, run_id: str) -> Callable[[str], Any]:
+    """``params`` for another run: its run id in place of ``run_id``, fresh 32-hex ids (event
+    and annotation ids) in place of the others; everything else as captured."""
+    if isinstance(params, dict):
+        keys = list(params)
+        values = [params[k] for k in keys]
+    else:
+        keys = []
+        values = list(params)
+    run_at = [i for i, v in enumerate(values) if v == run_id]
+    new_at = [
+        i
+        for i, v in enumerate(values)
+        if isinstance(v, str) and v != run_id and _HEX_ID.fullmatch(v)
+    ]
+
+    def make(run: str) -> Any:
+        out = list(values)
+        for i in run_at:
+            out[i] = run
+        for i in new_at:
+            out[i] = uuid.uuid4().hex
+        return dict(zip(keys, out, strict=True)) if keys else tuple(out)
+
+    return make
+
+
+def _floor_raw(store: SqlPersistence, got: Captured, run_ids: list[str]) -> float:
+    """The captured SQL through the DBAPI connection itself (one connection held)."""
+    txs = [[(sql, _template(p, got.run_id)) for sql, p in tx] for tx in got.driver]
+    raw = store.engine.raw_connection()
+    try:
+        dbapi = raw.driver_connection
+        assert dbapi is not None
+        start = time.perf_counter()
+        for run in run_ids:
+            for tx in txs:
+                cursor = dbapi.cursor()
+                for sql, make in tx:
+                    cursor.execute(sql, make(run))
+                    if cursor.description is not None:
+                        cursor.fetchall()
+                cursor.close()
+                dbapi.commit()
+        elapsed = time.perf_counter() - start
+    finally:
+        raw.close()
+    return elapsed
+
+
+def _begin_mode(store: SqlPersistence) -> dict[str, Any]:
+    """The execution options of the store's write transactions (SQLite: BEGIN IMMEDIATE)."""
+    return {BEGIN_MODE_OPTION: "IMMEDIATE"} if store.engine.dialect.name == "sqlite" else {}
+
+
+def _floor_driver_sql(store: SqlPersistence, got: Captured, run_ids: list[str]) -> float:
+    """The captured SQL through ``Connection.exec_driver_sql`` (no compilation, no type
+    processing), a pooled connection and transaction per transaction, as the store opens
+    them."""
+    txs = [
+        [(sql, _template(p, got.run_id)) for sql, p in tx if not sql.startswith("BEGIN")]
+        for tx in got.driver
+    ]
+    engine, options = store.engine, _begin_mode(store)
+    start = time.perf_counter()
+    for run in run_ids:
+        for tx in txs:
+            with engine.connect() as conn:
+                conn.execution_options(**options)
+                with conn.begin():
+                    for sql, make in tx:
+                        result = conn.exec_driver_sql(sql, make(run))
+                        if result.returns_rows:
+                            result.all()
+    return time.perf_counter() - start
+
+
+def _floor_core(store: SqlPersistence, got: Captured, run_ids: list[str]) -> float:
+    """The store's own prebuilt statements through ``Connection.execute`` with the Python
+    values the store passed (compiled-cache lookups, bind and result processors), a pooled
+    connection and transaction per transaction; no record building."""
+    txs = [[(elem, _template(p, got.run_id)) for elem, p in tx] for tx in got.core]
+    engine, options = store.engine, _begin_mode(store)
+    start = time.perf_counter()
+    for run in run_ids:
+        for tx in txs:
+            with engine.connect() as conn:
+                conn.execution_options(**options)
+                with conn.begin():
+                    for elem, make in tx:
+                        result = conn.execute(elem, make(run))
+                        if result.returns_rows:
+                            result.all()
+    return time.perf_counter() - start
+
+
+FLOORS: dict[str, Callable[[SqlPersistence, Captured, list[str]], float]] = {
+    "raw DBAPI": _floor_raw,
+    "exec_driver_sql": _floor_driver_sql,
+    "Core, prebuilt": _floor_core,
+}
+
+
+def _check_replayed(store: SqlPersistence, run_id: str, events: int) -> None:
+    stage = store.get_stage(run_id, STAGE_ID)
+    assert stage is not None and stage.status.value == "COMPLETED", stage
+    sequences = [e.sequence for e in store.list_events(run_id)]
+    assert sequences == list(range(1, events + 1)), sequences
+
+
+def bench_floor(
+    store: SqlPersistence, kernel: Kernel, n: int, plain: list[float], figures: Figures
+) -> None:
+    """The floor: one completion's exact SQL (same statements, same two transactions, the
+    parameters one real completion sent, with fresh run and row ids) replayed ``n`` times
+    without the kernel and the store, three ways, against the plain loop."""
+    step(f"{figures.backend}: floor, preparing {3 * n + 1:,} runs (create + claim, not timed)")
+    progress = Progress("prepared", 3 * n + 1)
+    run_ids = prepare_runs(kernel, 3 * n + 1, "floor", progress)
+    progress.finish()
+    got = capture_completion(store, kernel, run_ids[0])
+    events = len(store.list_events(run_ids[0]))
+    statements = sum(not sql.startswith("BEGIN") for tx in got.driver for sql, _ in tx)
+    figures.put(
+        "floor: statements replayed per completion",
+        f"{statements} in {len(got.driver)} transactions",
+    )
+    rates = {}
+    for i, (name, replay) in enumerate(FLOORS.items()):
+        batch = run_ids[1 + i * n : 1 + (i + 1) * n]
+        step(f"{figures.backend}: floor, {name} x {n:,}")
+        elapsed = replay(store, got, batch)
+        _check_replayed(store, batch[-1], events)
+        rates[name] = per_second(n, elapsed)
+    plain.append(bench_plain_loop(store.engine, n, figures))
+    mean = statistics.mean(plain)
+    for name, rate in rates.items():
+        figures.put(
+            f"floor: {name} completions/s",
+            f"{rate:,.0f} (/ plain loop: {rate / mean:.2f}; {1e6 / rate:,.0f} us each)",
+        )
 
 
 def bench_concurrent(
@@ -711,6 +919,8 @@ def bench_backend(name: str, url: str, version: str, args: argparse.Namespace) -
             f"{ours / statistics.mean(plain):.2f} (target >= 0.33; plain {plain[0]:,.0f} and "
             f"{plain[1]:,.0f}/s)",
         )
+        if args.floor:
+            bench_floor(store, kernel, args.stages, plain, figures)
         if args.threads > 0:
             bench_concurrent(store, kernel, args.threads, args.stages_per_thread, figures)
         if args.creates > 0:
@@ -749,6 +959,12 @@ def main() -> None:
         help="PostgreSQL with fsync, synchronous_commit and full_page_writes off (as in tests)",
     )
     parser.add_argument("--pg-bindir", default=None, help="directory of initdb and pg_ctl")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also replay one completion's exact SQL without the kernel and the store "
+        "(raw DBAPI, exec_driver_sql, prebuilt Core) against the plain loop",
+    )
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(backends) - {"sqlite", "postgres"}
