@@ -64,6 +64,7 @@ from pydantic import BaseModel
 from sqlalchemy import (
     JSON,
     Column,
+    Connection,
     DateTime,
     Engine,
     MetaData,
@@ -506,45 +507,44 @@ def _begin_mode(store: SqlPersistence) -> dict[str, Any]:
     return {BEGIN_MODE_OPTION: "IMMEDIATE"} if store.engine.dialect.name == "sqlite" else {}
 
 
+def _replay_pooled(
+    store: SqlPersistence,
+    txs: list[list[tuple[Any, Callable[[str], Any]]]],
+    run_ids: list[str],
+    send: Callable[[Connection, Any, Any], Any],
+) -> float:
+    """Replays ``txs`` for each run, a pooled connection and transaction per transaction as
+    the store opens them; ``send(conn, statement, parameters)`` executes one statement."""
+    engine, options = store.engine, _begin_mode(store)
+    start = time.perf_counter()
+    for run in run_ids:
+        for tx in txs:
+            with engine.connect() as conn:
+                conn.execution_options(**options)
+                with conn.begin():
+                    for statement, make in tx:
+                        result = send(conn, statement, make(run))
+                        if result.returns_rows:
+                            result.all()
+    return time.perf_counter() - start
+
+
 def _floor_driver_sql(store: SqlPersistence, got: Captured, run_ids: list[str]) -> float:
     """The captured SQL through ``Connection.exec_driver_sql`` (no compilation, no type
-    processing), a pooled connection and transaction per transaction, as the store opens
-    them."""
+    processing)."""
     txs = [
         [(sql, _template(p, got.run_id)) for sql, p in tx if not sql.startswith("BEGIN")]
         for tx in got.driver
     ]
-    engine, options = store.engine, _begin_mode(store)
-    start = time.perf_counter()
-    for run in run_ids:
-        for tx in txs:
-            with engine.connect() as conn:
-                conn.execution_options(**options)
-                with conn.begin():
-                    for sql, make in tx:
-                        result = conn.exec_driver_sql(sql, make(run))
-                        if result.returns_rows:
-                            result.all()
-    return time.perf_counter() - start
+    return _replay_pooled(store, txs, run_ids, Connection.exec_driver_sql)
 
 
 def _floor_core(store: SqlPersistence, got: Captured, run_ids: list[str]) -> float:
     """The store's own prebuilt statements through ``Connection.execute`` with the Python
-    values the store passed (compiled-cache lookups, bind and result processors), a pooled
-    connection and transaction per transaction; no record building."""
+    values the store passed (compiled-cache lookups, bind and result processors); no record
+    building."""
     txs = [[(elem, _template(p, got.run_id)) for elem, p in tx] for tx in got.core]
-    engine, options = store.engine, _begin_mode(store)
-    start = time.perf_counter()
-    for run in run_ids:
-        for tx in txs:
-            with engine.connect() as conn:
-                conn.execution_options(**options)
-                with conn.begin():
-                    for elem, make in tx:
-                        result = conn.execute(elem, make(run))
-                        if result.returns_rows:
-                            result.all()
-    return time.perf_counter() - start
+    return _replay_pooled(store, txs, run_ids, Connection.execute)
 
 
 FLOORS: dict[str, Callable[[SqlPersistence, Captured, list[str]], float]] = {
